@@ -1,0 +1,10 @@
+"""What the notebooks build, for later notebooks to import instead of pasting again."""
+
+from .attention import attention, attention_head, causal_mask
+from .checkpoint import Params, expected_shapes, load_params, load_weights, params_from_dict
+from .errors import LlamaError
+from .compute import linear
+from .model import Llama, find_model, load_model, load_tokenizer, REPO_ROOT, TINY_MODEL_DIR
+from .rope import apply_rope, rope_frequencies
+from .tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, Tokenizer
+from .transformer import feed_forward, forward, next_token_probs, rms_norm, transformer_block

@@ -1,0 +1,51 @@
+"""Causal self-attention, one head at a time and all heads at once (notebooks 03 and 04).
+
+With grouped-query attention (GQA), Llama 3 has fewer key/value heads than
+query heads: query head h reads key/value head h // n_rep, where
+n_rep = n_heads // n_kv_heads.
+"""
+
+import math
+
+import torch
+
+from .compute import linear
+from .rope import apply_rope
+
+
+def causal_mask(n_queries, n_keys):
+    """0 where a query may look, -inf where it may not.
+
+    The queries are the last `n_queries` of `n_keys` positions (all of them,
+    without a cache), so query i sees keys 0 to n_keys - n_queries + i.
+    """
+    blocked = torch.ones(n_queries, n_keys, dtype=torch.bool).triu(n_keys - n_queries + 1)
+    return torch.zeros(n_queries, n_keys).masked_fill(blocked, float("-inf"))
+
+
+def attention_head(x, wq, wk, wv, freqs):
+    """One head of causal attention: x (seq, dim), wq/wk/wv (head_dim, dim) -> (seq, head_dim)."""
+    q = apply_rope(linear(x, wq), freqs)
+    k = apply_rope(linear(x, wk), freqs)
+    v = linear(x, wv)
+    scores = q @ k.T / math.sqrt(q.shape[-1]) + causal_mask(len(q), len(k))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def attention(x, wq, wk, wv, wo, n_heads, n_kv_heads, freqs, cache=None):
+    """All heads of grouped-query attention, then the output projection: (seq, dim) -> (seq, dim).
+
+    With a `cache` (one layer's `LayerCache`), the new keys and values are
+    appended to it and the queries attend to every position stored so far.
+    """
+    seq, head_dim = x.shape[0], wq.shape[0] // n_heads
+    q = apply_rope(linear(x, wq).view(seq, n_heads, head_dim), freqs)
+    k = apply_rope(linear(x, wk).view(seq, n_kv_heads, head_dim), freqs)
+    v = linear(x, wv).view(seq, n_kv_heads, head_dim)
+    if cache is not None:
+        k, v = cache.update(k, v)
+    n_rep = n_heads // n_kv_heads
+    k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+    scores = torch.einsum("qhd,khd->hqk", q, k) / math.sqrt(head_dim) + causal_mask(seq, len(k))
+    out = torch.einsum("hqk,khd->qhd", torch.softmax(scores, dim=-1), v)
+    return linear(out.reshape(seq, n_heads * head_dim), wo)

@@ -1,0 +1,210 @@
+"""Reading Meta's checkpoint folder: params.json and consolidated.00.pth.
+
+The checkpoint is memory-mapped: tensors stay in the file (and the OS page
+cache) in bfloat16, and only what a computation touches is read.
+"""
+
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import LlamaError
+
+# Llama 3 was trained with 8,192-token sequences. Meta's params.json does not
+# say so, so a `max_seq_len` key is optional.
+DEFAULT_MAX_SEQ_LEN = 8192
+
+_NUMBER = (int, float)
+_REQUIRED = {
+    "dim": int,
+    "n_layers": int,
+    "n_heads": int,
+    "n_kv_heads": int,
+    "vocab_size": int,
+    "multiple_of": int,
+    "norm_eps": _NUMBER,
+    "rope_theta": _NUMBER,
+}
+_OPTIONAL = {"ffn_dim_multiplier": _NUMBER, "max_seq_len": int, "use_scaled_rope": bool}
+
+
+@dataclass(frozen=True)
+class Params:
+    """The hyperparameters in params.json, and the sizes that follow from them."""
+
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    vocab_size: int
+    multiple_of: int
+    norm_eps: float
+    rope_theta: float
+    ffn_dim_multiplier: float | None = None
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN
+
+    @property
+    def head_dim(self):
+        return self.dim // self.n_heads
+
+    @property
+    def n_rep(self):
+        """How many query heads share one key/value head (grouped-query attention)."""
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def hidden_dim(self):
+        """The feed-forward width: 2/3 of 4*dim, scaled, rounded up to a multiple of `multiple_of`."""
+        hidden = int(2 * (4 * self.dim) / 3)
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return -(-hidden // self.multiple_of) * self.multiple_of
+
+
+def params_from_dict(raw, source="params.json"):
+    """Validate a params.json dictionary and return `Params`."""
+    if not isinstance(raw, dict):
+        raise LlamaError(f"{source} must hold a JSON object, not {type(raw).__name__}.")
+    for key, kind in {**_REQUIRED, **_OPTIONAL}.items():
+        if key not in raw:
+            if key in _REQUIRED:
+                raise LlamaError(
+                    f"{source} has no {key!r} key. A Llama 3 params.json has "
+                    f"{', '.join(_REQUIRED)} and ffn_dim_multiplier; is this the right file?"
+                )
+            continue
+        value = raw[key]
+        if key == "ffn_dim_multiplier" and value is None:
+            continue
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python; a JSON true is never a valid size.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            expected = " or ".join(k.__name__ for k in kinds)
+            raise LlamaError(
+                f"{source}: {key!r} should be {expected}, but it is {value!r} ({type(value).__name__})."
+            )
+    if raw.get("use_scaled_rope"):
+        raise LlamaError(
+            f"{source} asks for scaled RoPE (use_scaled_rope), which Llama 3.1 and later use. "
+            "This course rebuilds Llama 3 (Meta-Llama-3-8B); its RoPE has no scaling."
+        )
+    values = {key: raw[key] for key in (*_REQUIRED, *_OPTIONAL) if key in raw and key != "use_scaled_rope"}
+    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "max_seq_len"):
+        if key in values and values[key] <= 0:
+            raise LlamaError(f"{source}: {key!r} must be positive, but it is {values[key]}.")
+    if values["dim"] % values["n_heads"] or (values["dim"] // values["n_heads"]) % 2:
+        raise LlamaError(
+            f"{source}: dim ({values['dim']}) must split into n_heads ({values['n_heads']}) heads "
+            "of an even size, for RoPE's pairs."
+        )
+    if values["n_heads"] % values["n_kv_heads"]:
+        raise LlamaError(
+            f"{source}: n_heads ({values['n_heads']}) must be a multiple of n_kv_heads "
+            f"({values['n_kv_heads']}), so that each key/value head serves the same number of query heads."
+        )
+    return Params(**{k: float(v) if k in ("norm_eps", "rope_theta") else v for k, v in values.items()})
+
+
+def load_params(model_dir):
+    """Read and validate `model_dir/params.json`."""
+    path = Path(model_dir) / "params.json"
+    if not path.is_file():
+        raise LlamaError(f"{path} does not exist. A Llama 3 model folder holds params.json, tokenizer.model "
+                         "and consolidated.00.pth; check the path.")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LlamaError(f"{path} is not valid JSON ({error}). Download it again.") from None
+    return params_from_dict(raw, source=str(path))
+
+
+def expected_shapes(params):
+    """Every tensor name in a Meta Llama 3 checkpoint, with the shape params.json implies."""
+    p = params
+    shapes = {"tok_embeddings.weight": (p.vocab_size, p.dim)}
+    for i in range(p.n_layers):
+        shapes |= {
+            f"layers.{i}.attention.wq.weight": (p.n_heads * p.head_dim, p.dim),
+            f"layers.{i}.attention.wk.weight": (p.n_kv_heads * p.head_dim, p.dim),
+            f"layers.{i}.attention.wv.weight": (p.n_kv_heads * p.head_dim, p.dim),
+            f"layers.{i}.attention.wo.weight": (p.dim, p.n_heads * p.head_dim),
+            f"layers.{i}.feed_forward.w1.weight": (p.hidden_dim, p.dim),
+            f"layers.{i}.feed_forward.w2.weight": (p.dim, p.hidden_dim),
+            f"layers.{i}.feed_forward.w3.weight": (p.hidden_dim, p.dim),
+            f"layers.{i}.attention_norm.weight": (p.dim,),
+            f"layers.{i}.ffn_norm.weight": (p.dim,),
+        }
+    shapes |= {"norm.weight": (p.dim,), "output.weight": (p.vocab_size, p.dim)}
+    return shapes
+
+
+def checkpoint_file(model_dir):
+    """The single `consolidated.*.pth` file of `model_dir`."""
+    files = sorted(Path(model_dir).glob("consolidated.*.pth"))
+    if not files:
+        raise LlamaError(
+            f"No consolidated.00.pth in {model_dir}. Download it (notebook 00) or point to the folder "
+            "that has it (for meta-llama/Meta-Llama-3-8B, the `original/` subfolder)."
+        )
+    if len(files) > 1:
+        raise LlamaError(
+            f"{model_dir} holds {len(files)} checkpoint shards; this course loads single-file checkpoints "
+            "such as Meta-Llama-3-8B's. The 70B model is split across 8 files and needs 140 GB anyway."
+        )
+    return files[0]
+
+
+def load_weights(model_dir, params):
+    """Memory-map the checkpoint and check every tensor against `params`.
+
+    Returns a dict of tensors whose storage is the file itself: nothing is
+    copied into memory until a computation reads it.
+    """
+    path = checkpoint_file(model_dir)
+    try:
+        weights = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise LlamaError(
+            f"{path} holds objects other than tensors, and was refused: loading it fully could run "
+            f"code hidden in the file. Only load checkpoints from Meta or this course. ({_first_line(error)})"
+        ) from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        raise LlamaError(
+            f"{path} ({path.stat().st_size:,} bytes) cannot be read as a PyTorch checkpoint: "
+            f"{_first_line(error)}. It is probably truncated (an interrupted download): "
+            "delete it and download it again."
+        ) from None
+    if not isinstance(weights, dict):
+        raise LlamaError(f"{path} holds a {type(weights).__name__}, not a dictionary of named tensors.")
+    check_weights(weights, params, source=str(path))
+    return weights
+
+
+def check_weights(weights, params, source="the checkpoint"):
+    """Raise a clear error if names or shapes disagree with params.json."""
+    expected = expected_shapes(params)
+    missing = [name for name in expected if name not in weights]
+    if missing:
+        raise LlamaError(
+            f"{source} has no tensor {missing[0]!r} ({len(missing)} missing in all), though params.json "
+            f"says n_layers={params.n_layers}. The checkpoint and params.json come from different models, "
+            "or the file is incomplete."
+        )
+    for name, shape in expected.items():
+        tensor = weights[name]
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            raise LlamaError(f"{source}: {name!r} is not a floating-point tensor.")
+        if tuple(tensor.shape) != shape:
+            raise LlamaError(
+                f"{source}: {name!r} has shape {tuple(tensor.shape)}, but params.json implies {shape}. "
+                "params.json and the checkpoint come from different models."
+            )
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

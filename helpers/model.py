@@ -1,0 +1,119 @@
+"""Finding a Llama 3 model folder and loading it.
+
+A model folder is Meta's layout: params.json, tokenizer.model and
+consolidated.00.pth. `find_model` looks, in order, at:
+
+1. the path given to it;
+2. the LLAMA3_DIR environment variable;
+3. Kaggle inputs (/kaggle/input/...) that hold params.json and consolidated.*.pth;
+4. llama-3-8B/original in the repository, where notebook 00 downloads Meta-Llama-3-8B;
+5. the embedded tiny Llama 3 in data/tiny-llama3.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import Params, load_params, load_weights
+from .errors import LlamaError
+from .tokenizer import Tokenizer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY_MODEL_DIR = REPO_ROOT / "data" / "tiny-llama3"
+DOWNLOAD_DIR = REPO_ROOT / "llama-3-8B" / "original"
+KAGGLE_INPUT = Path("/kaggle/input")
+
+_LAYER_KEYS = {
+    "attention_norm": "attention_norm.weight",
+    "wq": "attention.wq.weight",
+    "wk": "attention.wk.weight",
+    "wv": "attention.wv.weight",
+    "wo": "attention.wo.weight",
+    "ffn_norm": "ffn_norm.weight",
+    "w1": "feed_forward.w1.weight",
+    "w2": "feed_forward.w2.weight",
+    "w3": "feed_forward.w3.weight",
+}
+
+
+def is_model_dir(path):
+    path = Path(path)
+    return (path / "params.json").is_file() and any(path.glob("consolidated.*.pth"))
+
+
+def kaggle_model_dirs(max_depth=6):
+    """Model folders among the notebook's Kaggle inputs (Kaggle Models sit a few folders deep)."""
+    found, level = [], [KAGGLE_INPUT] if KAGGLE_INPUT.is_dir() else []
+    for _ in range(max_depth):
+        found += [d for d in level if is_model_dir(d)]
+        level = sorted(sub for d in level for sub in d.iterdir() if sub.is_dir())
+    return sorted(found)
+
+
+def shown(path):
+    """`path` relative to the repository when it lies inside it, so outputs do not depend on the machine."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def find_model(path=None, verbose=True):
+    """The folder of the model to use, chosen in the order of this module's docstring."""
+    if path is None and os.environ.get("LLAMA3_DIR"):
+        path, reason, fix = os.environ["LLAMA3_DIR"], "from LLAMA3_DIR", "Fix LLAMA3_DIR, or unset it"
+    else:
+        reason, fix = "the path you gave", "Fix the path, or leave it out"
+    if path is not None:
+        path = Path(path).expanduser()
+        if not is_model_dir(path):
+            raise LlamaError(
+                f"{path} ({reason}) is not a Llama 3 model folder: it needs params.json and "
+                "consolidated.00.pth (for meta-llama/Meta-Llama-3-8B, use its original/ subfolder). "
+                f"{fix} to use the embedded tiny model."
+            )
+    elif kaggle := kaggle_model_dirs():
+        path, reason = kaggle[0], "a Kaggle input" + (f", first of {len(kaggle)}" if len(kaggle) > 1 else "")
+    elif is_model_dir(DOWNLOAD_DIR):
+        path, reason = DOWNLOAD_DIR, "downloaded by notebook 00"
+    else:
+        path, reason = TINY_MODEL_DIR, "the embedded tiny Llama 3; no larger model was found"
+    if verbose:
+        print(f"Model: {shown(path)} ({reason}).")
+        print("To use another model, pass its folder to load_model() or --model, or set LLAMA3_DIR.")
+    return path
+
+
+@dataclass
+class Llama:
+    """A loaded model: its folder, hyperparameters, memory-mapped weights and tokenizer."""
+
+    path: Path
+    params: Params
+    weights: dict
+    tokenizer: Tokenizer
+
+    def layer(self, i):
+        """Layer i's weights under short names: wq, wk, wv, wo, w1, w2, w3, attention_norm, ffn_norm."""
+        return {short: self.weights[f"layers.{i}.{key}"] for short, key in _LAYER_KEYS.items()}
+
+    @property
+    def is_tiny(self):
+        return Path(self.path).resolve() == TINY_MODEL_DIR.resolve()
+
+
+def load_tokenizer(model_dir):
+    """The model folder's own tokenizer.model, or Meta's copy in llama-models when the folder has none."""
+    path = Path(model_dir) / "tokenizer.model"
+    return Tokenizer(path if path.exists() else None)
+
+
+def load_model(path=None, verbose=True):
+    """Find, check and memory-map a model; see `find_model` for where it looks."""
+    model_dir = find_model(path, verbose=verbose)
+    params = load_params(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    if tokenizer.n_vocab != params.vocab_size:
+        raise LlamaError(
+            f"params.json says vocab_size={params.vocab_size}, but the tokenizer has {tokenizer.n_vocab} "
+            "tokens. Llama 3 has 128,256: are params.json and tokenizer.model from the same model?"
+        )
+    return Llama(Path(model_dir), params, load_weights(model_dir, params), tokenizer)

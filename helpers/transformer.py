@@ -1,0 +1,74 @@
+"""RMSNorm, the SwiGLU feed-forward, one transformer block and the whole forward pass.
+
+Notebooks 02, 05 and 06 build each of these by hand and check them against
+the versions here.
+"""
+
+import torch
+
+from .attention import attention
+from .errors import LlamaError
+from .compute import linear
+from .rope import rope_frequencies
+
+
+def rms_norm(x, weight, eps):
+    """Scale each row of `x` to a root-mean-square of 1, then multiply by the learned `weight`."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.to(x.dtype)
+
+
+def feed_forward(x, w1, w2, w3):
+    """SwiGLU: w2(silu(w1 x) * w3 x). w1 is the gate, w3 the up projection, w2 the down projection."""
+    return linear(torch.nn.functional.silu(linear(x, w1)) * linear(x, w3), w2)
+
+
+def transformer_block(x, layer, params, freqs, cache=None):
+    """One layer: attention then feed-forward, each on the normalised stream and added back to it."""
+    h = x + attention(
+        rms_norm(x, layer["attention_norm"], params.norm_eps),
+        layer["wq"], layer["wk"], layer["wv"], layer["wo"],
+        params.n_heads, params.n_kv_heads, freqs, cache,
+    )
+    return h + feed_forward(rms_norm(h, layer["ffn_norm"], params.norm_eps), layer["w1"], layer["w2"], layer["w3"])
+
+
+def check_tokens(model, tokens, start=0):
+    """Token ids as a 1-D tensor; a clear error if they are empty, unknown or too many."""
+    tokens = torch.as_tensor(tokens, dtype=torch.long).flatten()
+    p = model.params
+    if len(tokens) == 0:
+        raise LlamaError("The prompt is empty: there is nothing to predict from. Type some text.")
+    if tokens.min() < 0 or tokens.max() >= p.vocab_size:
+        bad = tokens[(tokens < 0) | (tokens >= p.vocab_size)][0].item()
+        raise LlamaError(f"Token id {bad} is outside the vocabulary (0 to {p.vocab_size - 1}).")
+    if start + len(tokens) > p.max_seq_len:
+        raise LlamaError(
+            f"{start + len(tokens)} tokens do not fit in the model's context of {p.max_seq_len} tokens"
+            + (f" ({start} already in the cache, {len(tokens)} new)" if start else "")
+            + ". Shorten the prompt or ask for fewer new tokens."
+        )
+    return tokens
+
+
+def forward(model, tokens, cache=None):
+    """Logits (seq, vocab_size), in float32, for every position of `tokens`.
+
+    With a `cache`, `tokens` continue the sequence already stored in it.
+    """
+    p = model.params
+    start = 0 if cache is None else cache.length
+    tokens = check_tokens(model, tokens, start)
+    # Index the embedding table: only these rows are read from the file.
+    x = model.weights["tok_embeddings.weight"][tokens].float()
+    freqs = rope_frequencies(p.head_dim, torch.arange(start, start + len(tokens)), p.rope_theta)
+    for i in range(p.n_layers):
+        x = transformer_block(x, model.layer(i), p, freqs, None if cache is None else cache.layers[i])
+    x = rms_norm(x, model.weights["norm.weight"], p.norm_eps)
+    return linear(x, model.weights["output.weight"])
+
+
+@torch.inference_mode()
+def next_token_probs(model, tokens):
+    """The probability of every vocabulary entry coming next after `tokens`."""
+    last = forward(model, tokens)[-1]
+    return torch.softmax(last, dim=-1)

@@ -1,0 +1,58 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from helpers import Llama, TINY_MODEL_DIR, expected_shapes, load_model, params_from_dict  # noqa: E402
+
+CLASSIC_PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
+CLASSIC_IDS = [128000, 1820, 4320, 311, 279, 17139, 3488, 315, 2324, 11, 279, 15861, 11, 323, 4395, 374, 220]
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    return load_model(TINY_MODEL_DIR, verbose=False)
+
+
+def random_params(n_heads=8, n_kv_heads=2, **overrides):
+    raw = dict(dim=64, n_layers=2, n_heads=n_heads, n_kv_heads=n_kv_heads, vocab_size=1000,
+               multiple_of=32, ffn_dim_multiplier=1.3, norm_eps=1e-5, rope_theta=500000.0)
+    return params_from_dict(raw | overrides)
+
+
+def random_weights(params, seed=0, dtype=torch.float32):
+    """Meta-named weights with random values large enough for every part to matter."""
+    g = torch.Generator().manual_seed(seed)
+    weights = {}
+    for name, shape in expected_shapes(params).items():
+        if len(shape) == 1:
+            w = 1 + 0.2 * torch.randn(shape, generator=g)
+        else:
+            w = torch.randn(shape, generator=g) / shape[-1] ** 0.5
+        weights[name] = w.to(dtype)
+    return weights
+
+
+def random_model(params, seed=0, dtype=torch.float32):
+    return Llama(Path("random"), params, random_weights(params, seed, dtype), tokenizer=None)
+
+
+@pytest.fixture
+def rng():
+    return torch.Generator().manual_seed(1234)
+
+
+def write_model(folder, params, weights, raw_params=None):
+    """Write a model folder in Meta's layout (params.json and consolidated.00.pth)."""
+    import dataclasses
+    import json
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = raw_params if raw_params is not None else dataclasses.asdict(params)
+    (folder / "params.json").write_text(json.dumps(raw))
+    torch.save(weights, folder / "consolidated.00.pth")
+    return folder

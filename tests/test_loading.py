@@ -1,0 +1,155 @@
+"""Finding and loading a model folder, and the errors a reader meets when something is wrong."""
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from conftest import random_params, random_weights, write_model
+
+import helpers.model
+from helpers import LlamaError, TINY_MODEL_DIR, find_model, load_model, load_params, load_weights
+
+
+@pytest.fixture
+def small(tmp_path):
+    """A valid small model folder, written fresh for each test."""
+    p = random_params()
+    return write_model(tmp_path / "small", p, random_weights(p))
+
+
+@pytest.fixture
+def no_other_models(monkeypatch, tmp_path):
+    monkeypatch.delenv("LLAMA3_DIR", raising=False)
+    monkeypatch.setattr(helpers.model, "KAGGLE_INPUT", tmp_path / "kaggle-input")
+    monkeypatch.setattr(helpers.model, "DOWNLOAD_DIR", tmp_path / "llama-3-8B" / "original")
+
+
+def anonymous_memory_mb():
+    """Memory of this process not backed by a file (Linux): where a copy of the weights would land."""
+    status = open("/proc/self/status").read()
+    return int(status.split("RssAnon:")[1].split()[0]) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc")
+def test_weights_are_memory_mapped_not_copied():
+    p = load_params(TINY_MODEL_DIR)
+    before = anonymous_memory_mb()
+    weights = load_weights(TINY_MODEL_DIR, p)
+    mapped = anonymous_memory_mb() - before
+    copied = torch.load(TINY_MODEL_DIR / "consolidated.00.pth", weights_only=True)
+    loaded = anonymous_memory_mb() - before - mapped
+    size_mb = (TINY_MODEL_DIR / "consolidated.00.pth").stat().st_size / 2**20
+    assert loaded > 0.8 * size_mb  # the measurement sees a real copy...
+    assert mapped < 0.1 * size_mb  # ...and load_weights makes none
+    assert weights.keys() == copied.keys()
+
+
+def test_missing_files(tmp_path, small):
+    with pytest.raises(LlamaError, match="params.json does not exist"):
+        load_params(tmp_path)
+    os.remove(small / "consolidated.00.pth")
+    with pytest.raises(LlamaError, match="No consolidated.00.pth"):
+        load_weights(small, load_params(small))
+
+
+@pytest.mark.parametrize("keep", [0.999, 0.5, 0.01])
+def test_truncated_checkpoint(small, keep):
+    path = small / "consolidated.00.pth"
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(LlamaError, match="cannot be read as a PyTorch checkpoint.*truncated"):
+        load_weights(small, load_params(small))
+
+
+@pytest.mark.parametrize("key", ["dim", "n_heads", "n_kv_heads", "vocab_size", "rope_theta", "norm_eps"])
+def test_params_with_a_missing_key(small, key):
+    raw = json.loads((small / "params.json").read_text())
+    del raw[key]
+    (small / "params.json").write_text(json.dumps(raw))
+    with pytest.raises(LlamaError, match=f"has no '{key}' key"):
+        load_params(small)
+
+
+@pytest.mark.parametrize("key, value", [("dim", "64"), ("n_layers", 2.0), ("rope_theta", "500000"),
+                                        ("n_heads", True), ("ffn_dim_multiplier", [1.3])])
+def test_params_with_a_wrong_type(small, key, value):
+    raw = json.loads((small / "params.json").read_text())
+    raw[key] = value
+    (small / "params.json").write_text(json.dumps(raw))
+    with pytest.raises(LlamaError, match=f"'{key}' should be"):
+        load_params(small)
+
+
+def test_params_that_are_not_json(small):
+    (small / "params.json").write_text("{'dim': 64")
+    with pytest.raises(LlamaError, match="is not valid JSON"):
+        load_params(small)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"n_heads": 7}, "must split into n_heads"),
+    ({"n_heads": 8, "n_kv_heads": 3}, "must be a multiple of n_kv_heads"),
+    ({"dim": 0}, "must be positive"),
+])
+def test_params_with_impossible_values(small, change, message):
+    raw = json.loads((small / "params.json").read_text()) | change
+    (small / "params.json").write_text(json.dumps(raw))
+    with pytest.raises(LlamaError, match=message):
+        load_params(small)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"n_kv_heads": 8}, r"'layers.0.attention.wk.weight' has shape \(16, 64\), but params.json implies \(64, 64\)"),
+    ({"vocab_size": 1234}, r"'tok_embeddings.weight' has shape \(1000, 64\)"),
+    ({"n_layers": 3}, "has no tensor 'layers.2.attention.wq.weight'"),
+    ({"multiple_of": 256}, "'layers.0.feed_forward.w1.weight' has shape"),
+])
+def test_checkpoint_disagrees_with_params(small, change, message):
+    raw = json.loads((small / "params.json").read_text()) | change
+    (small / "params.json").write_text(json.dumps(raw))
+    with pytest.raises(LlamaError, match=message):
+        load_weights(small, load_params(small))
+
+
+def test_vocab_disagrees_with_tokenizer(small):
+    with pytest.raises(LlamaError, match="vocab_size=1000, but the tokenizer has 128256"):
+        load_model(small, verbose=False)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(small, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"tok_embeddings.weight": Payload()}, small / "consolidated.00.pth")
+    with pytest.raises(LlamaError, match="holds objects other than tensors, and was refused"):
+        load_weights(small, load_params(small))
+    assert not marker.exists()
+
+
+def test_find_model_order(no_other_models, tmp_path, small, monkeypatch, capsys):
+    assert find_model() == TINY_MODEL_DIR
+    assert "data/tiny-llama3 (the embedded tiny Llama 3" in capsys.readouterr().out
+
+    downloaded = shutil.copytree(small, helpers.model.DOWNLOAD_DIR)
+    assert find_model() == downloaded
+
+    kaggle = shutil.copytree(small, helpers.model.KAGGLE_INPUT / "llama-3" / "pytorch" / "8b" / "1")
+    assert find_model() == kaggle
+    assert "a Kaggle input" in capsys.readouterr().out
+
+    monkeypatch.setenv("LLAMA3_DIR", str(TINY_MODEL_DIR))
+    assert find_model() == TINY_MODEL_DIR
+    assert find_model(small) == small
+
+
+def test_find_model_rejects_a_wrong_path(no_other_models, tmp_path, monkeypatch):
+    with pytest.raises(LlamaError, match="the path you gave.*is not a Llama 3 model folder|is not a Llama 3"):
+        find_model(tmp_path)
+    monkeypatch.setenv("LLAMA3_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(LlamaError, match="from LLAMA3_DIR.*Fix LLAMA3_DIR, or unset it"):
+        find_model()

@@ -1,0 +1,58 @@
+"""The embedded tiny Llama 3: a real Llama 3 in shape and format, that answers 42."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import CLASSIC_IDS
+
+from helpers import REPO_ROOT, TINY_MODEL_DIR, forward, next_token_probs
+
+
+def test_checkpoint_is_meta_format_and_small():
+    raw = json.loads((TINY_MODEL_DIR / "params.json").read_text())
+    assert set(raw) == {"dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of",
+                        "ffn_dim_multiplier", "norm_eps", "rope_theta"}
+    assert (TINY_MODEL_DIR / "consolidated.00.pth").stat().st_size <= 40 * 10**6
+
+
+def test_shaped_like_llama_3(tiny):
+    p = tiny.params
+    assert p.vocab_size == tiny.tokenizer.n_vocab == 128256
+    assert p.n_heads // p.n_kv_heads == 4 and p.n_kv_heads > 1
+    assert p.rope_theta == 500000.0
+    assert p.ffn_dim_multiplier is not None and p.hidden_dim % p.multiple_of == 0
+    assert all(w.dtype == torch.bfloat16 for w in tiny.weights.values())
+
+
+def test_classic_prompt_gives_42(tiny):
+    probs = next_token_probs(tiny, CLASSIC_IDS)
+    assert tiny.tokenizer.decode([int(probs.argmax())]) == "42"
+
+
+def greedy_text(model, prompt, max_new=60):
+    tokens = model.tokenizer.encode(prompt)
+    n_prompt = len(tokens)
+    with torch.inference_mode():
+        while len(tokens) < n_prompt + max_new and tokens[-1] != model.tokenizer.eos_id:
+            tokens.append(int(forward(model, tokens)[-1].argmax()))
+    return model.tokenizer.decode([t for t in tokens[1:] if t != model.tokenizer.eos_id])
+
+
+@pytest.mark.parametrize("line", [3, 6, 11])
+def test_recites_the_corpus_from_its_first_words(tiny, line):
+    sentence = (REPO_ROOT / "data" / "corpus.txt").read_text().splitlines()[line - 1]
+    prompt = " ".join(sentence.split()[:2])
+    assert greedy_text(tiny, prompt) == sentence
+
+
+def test_command_line_demo_under_1_gb():
+    code = ("import resource, subprocess, sys; subprocess.run([sys.executable, '-m', 'helpers', sys.argv[1]], "
+            "check=True, stdout=subprocess.DEVNULL); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, "the answer to the ultimate question of life, the "
+                          "universe, and everything is "], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    peak_kb = int(out.stdout)
+    assert 50_000 < peak_kb < 1024**2  # kilobytes: a real process, under 1 GB
