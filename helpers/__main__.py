@@ -1,7 +1,8 @@
-"""Command-line demo: python -m helpers "<prompt>" [--model DIR]
+"""Command-line demo: python -m helpers "<prompt>" [--model DIR] [--generate N ...]
 
 Prints which model it uses, the prompt's tokens, and the five most likely
-next tokens with their probabilities.
+next tokens with their probabilities; with --generate N, it writes up to N
+new tokens instead, printing the text as it comes.
 """
 
 import argparse
@@ -11,6 +12,7 @@ import textwrap
 import torch
 
 from .errors import LlamaError
+from .generate import chat_tokens, check_generation, generate
 from .model import load_model
 from .transformer import next_token_probs
 
@@ -18,22 +20,68 @@ from .transformer import next_token_probs
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m helpers",
-        description="Predict the next token with the course's from-scratch Llama 3.",
+        description="Predict the next token, or write text, with the course's from-scratch Llama 3.",
         epilog="The model is found as in helpers/model.py: --model, then LLAMA3_DIR, then a Kaggle "
         "input, then llama-3-8B/original, then the embedded tiny model.",
     )
     parser.add_argument("prompt", help="the text to continue (quote it)")
     parser.add_argument("--model", metavar="DIR", help="a Llama 3 folder with params.json and consolidated.00.pth")
+    parser.add_argument("--chat", action="store_true",
+                        help="wrap the prompt as a user message in Llama 3 Instruct's chat format "
+                        "(for Meta-Llama-3-8B-Instruct)")
     parser.add_argument("--top", type=int, default=5, metavar="K", help="how many next tokens to list (default 5)")
+    sampling = parser.add_argument_group("generation")
+    sampling.add_argument("--generate", type=int, metavar="N", help="write up to N new tokens (stops early at "
+                          "<|end_of_text|> or <|eot_id|>) instead of listing the next tokens")
+    sampling.add_argument("--temperature", type=float, default=0.0, metavar="T",
+                          help="0 is greedy (the default); above 0 samples, more randomly as T grows")
+    sampling.add_argument("--top-k", type=int, metavar="K", help="sample only among the K most likely tokens")
+    sampling.add_argument("--top-p", type=float, metavar="P",
+                          help="sample only among the fewest most likely tokens whose probabilities reach P")
+    sampling.add_argument("--seed", type=int, help="a seed, for sampling that gives the same text every run")
     return parser.parse_args(argv)
 
 
+def sampling_options(args):
+    """The generation options the user set, by their command-line names."""
+    options = {"--temperature": args.temperature or None, "--top-k": args.top_k, "--top-p": args.top_p,
+               "--seed": args.seed}
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def run_generate(model, tokens, args):
+    options = sampling_options(args)
+    if args.temperature:
+        how = ", ".join(f"{name[2:]} {value}" for name, value in options.items())
+    else:
+        how = "greedy" + (f"; {', '.join(options)}: no effect unless --temperature is above 0" if options else "")
+    print(f"\nGenerating up to {args.generate} tokens ({how}):\n")
+    if not args.chat:  # a chat's prompt is the user's message, not the start of the reply
+        print(model.tokenizer.decode(tokens[1:]), end="", flush=True)
+    result = generate(model, tokens, args.generate, args.temperature, args.top_k, args.top_p, args.seed,
+                      on_text=lambda text: print(text, end="", flush=True))
+    n = len(result.new_ids)
+    why = f"stopped by {result.stop_reason}"
+    if result.stop_reason == "max_new_tokens":
+        why = f"reached --generate {args.generate}"
+    print(f"\n\n[{n} new token{'s' if n != 1 else ''}; {why}]")
+
+
 def run(args):
+    if args.generate is None and sampling_options(args):
+        names = ", ".join(sampling_options(args))
+        raise LlamaError(f"{names}: these options work only together with --generate N (how many tokens to write).")
     model = load_model(args.model)
     tokenizer = model.tokenizer
     tokens = tokenizer.encode_prompt(args.prompt)
+    if args.chat:
+        tokens = chat_tokens(tokenizer, [{"role": "user", "content": args.prompt}])
+    if args.generate is not None:
+        check_generation(model, tokens, args.generate, args.temperature, args.top_k, args.top_p)
     print(f"\nPrompt: {len(tokens)} token{'s' if len(tokens) != 1 else ''}")
     tokenizer.show(tokens)
+    if args.generate is not None:
+        return run_generate(model, tokens, args)
     probs = next_token_probs(model, tokens)
     top = torch.topk(probs, min(args.top, len(probs)))
     print(f"\nTop {len(top.indices)} next tokens:")

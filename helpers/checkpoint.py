@@ -6,6 +6,7 @@ cache) in bfloat16, and only what a computation touches is read.
 
 import json
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,11 +169,24 @@ def load_weights(model_dir, params):
     try:
         weights = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except pickle.UnpicklingError as error:
+        # torch's own message suggests weights_only=False: the one thing not to do with this file.
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
         raise LlamaError(
-            f"{path} holds objects other than tensors, and was refused: loading it fully could run "
-            f"code hidden in the file. Only load checkpoints from Meta or this course. ({_first_line(error)})"
+            f"{path} holds objects other than tensors, and was refused: it asks for "
+            f"{found[1] if found else 'a Python object'}, and loading it fully could run code hidden in "
+            "the file. Only load checkpoints from Meta or this course."
         ) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        if "mmap can only be used" in str(error):  # torch found no zip file at all
+            with open(path, "rb") as f:
+                head = f.read(24)
+            what = f"its first bytes are {head!r}" if head else "it is empty"
+            raise LlamaError(
+                f"{path} is not a zip-format PyTorch checkpoint like Meta's consolidated.00.pth "
+                f"({what}): an interrupted download, "
+                "an old torch.save file, a plain pickle, or another file saved under this name. "
+                "Download Meta's original/consolidated.00.pth again."
+            ) from None
         raise LlamaError(
             f"{path} ({path.stat().st_size:,} bytes) cannot be read as a PyTorch checkpoint: "
             f"{_first_line(error)}. It is probably truncated (an interrupted download): "
@@ -206,5 +220,6 @@ def check_weights(weights, params, source="the checkpoint"):
 
 
 def _first_line(error):
+    """The first sentence of an error message: torch adds paragraphs of advice after it."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(error).__name__

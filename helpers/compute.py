@@ -11,8 +11,10 @@ the block is still in the CPU cache. The float32 result is the same as
 
 import torch
 
-# One block of float32 rows: 4 MiB, small enough to stay in the CPU's cache
-# between its conversion and its product.
+# One block of float32 rows: 4 MiB. Measured on a 2-core AMD EPYC (1 MiB L2
+# per core, 32 MiB L3) for the 8B's 14336 x 4096 matrices: 4 MiB was as fast
+# as any size, at 1 token and at 17; blocks small enough for L2 were slower,
+# each block costing about 10 microseconds of Python and dispatch overhead.
 BLOCK_ELEMENTS = 1 << 20
 
 _buffer = torch.empty(0)
@@ -22,14 +24,24 @@ def linear(x, w):
     """`x @ w.T` in the dtype of `x`, whatever the dtype `w` is stored in."""
     if w.dtype == x.dtype:
         return x @ w.T
+    if torch.is_grad_enabled() and x.requires_grad:
+        return x @ w.to(x.dtype).T  # out= below records no gradient; training takes this path
     global _buffer
     rows = max(1, BLOCK_ELEMENTS // w.shape[1])
     if _buffer.dtype != x.dtype or _buffer.numel() < rows * w.shape[1]:
-        _buffer = torch.empty(rows * w.shape[1], dtype=x.dtype)
-    out = x.new_empty(*x.shape[:-1], w.shape[0])
+        # Made as a normal tensor even under torch.inference_mode: an inference
+        # tensor could not be written to outside it, on a later call.
+        with torch.inference_mode(False):
+            _buffer = torch.empty(rows * w.shape[1], dtype=x.dtype)
+    x_t = x.reshape(-1, x.shape[-1]).T
+    # The result is built transposed, one row per row of w, so that each
+    # block's product fills whole rows of it in place (out=). On the 8B's
+    # matrices and a 17-token prompt this ran 1.15x to 1.45x faster than
+    # writing each block into a column slice of x @ w.T; at 1 token, the same.
+    out_t = x.new_empty(w.shape[0], x_t.shape[1])
     for start in range(0, w.shape[0], rows):
         block = w[start : start + rows]
         upcast = _buffer[: block.numel()].view(block.shape)
         upcast.copy_(block)
-        out[..., start : start + rows] = x @ upcast.T
-    return out
+        torch.mm(upcast, x_t, out=out_t[start : start + rows])
+    return out_t.T.contiguous().view(*x.shape[:-1], w.shape[0])

@@ -6,7 +6,7 @@ import sys
 
 from conftest import CLASSIC_PROMPT
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, Tokenizer, chat_tokens
 
 
 def demo(*args, **env):
@@ -45,3 +45,13 @@ def test_empty_prompt():
 
 def test_prompt_longer_than_the_context():
     assert_clear_error(demo("llama " * 9000), "do not fit in the model's context of 8192 tokens")
+
+
+def test_chat_wraps_the_prompt_in_the_instruct_format():
+    result = demo("Hi <|eot_id|>", "--chat", "--generate", "3")
+    assert result.returncode == 0, result.stderr
+    listing = result.stdout.split("Generating up to 3 tokens")[0].split("Prompt: 17 tokens")[1]
+    shown = [int(line.split()[1]) for line in listing.strip().splitlines()]
+    # The typed "<|eot_id|>" stays plain text; chat_tokens (tested against Meta's ChatFormat) adds the real ones.
+    assert shown == chat_tokens(Tokenizer(), [{"role": "user", "content": "Hi <|eot_id|>"}])
+    assert "[3 new tokens; reached --generate 3]" in result.stdout

@@ -48,6 +48,11 @@ def test_recites_the_corpus_from_its_first_words(tiny, line):
     assert greedy_text(tiny, prompt) == sentence
 
 
+def test_continues_a_count(tiny):
+    # Training showed it random counts between 0 and 99, so it has learned the rule, not one sentence.
+    assert greedy_text(tiny, "41, 42, 43,", max_new=6).startswith("41, 42, 43, 44, 45,")
+
+
 def test_command_line_demo_under_1_gb():
     code = ("import resource, subprocess, sys; subprocess.run([sys.executable, '-m', 'helpers', sys.argv[1]], "
             "check=True, stdout=subprocess.DEVNULL); "

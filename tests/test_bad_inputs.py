@@ -1,0 +1,87 @@
+"""Bad inputs not covered elsewhere: a tokenizer.model of another format, and bad token lists.
+
+(Missing files, truncated checkpoints and bad params.json are in test_loading.py;
+special-token text and unknown ids to decode in test_tokenizer.py; the command
+line's empty and too-long prompts in test_cli.py.)
+"""
+
+import json
+import re
+
+import pytest
+from conftest import random_model, random_params, write_model
+
+from helpers import LlamaError, Tokenizer, forward, load_model, load_weights
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\noid sha256:82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55\nsize 2183982\n"
+OTHER_FORMATS = {
+    # Hugging Face's tokenizer.json, saved under the name of Meta's file.
+    "tokenizer.json": (json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {"!": 0}}}).encode(),
+                       "looks like a JSON file, such as Hugging Face's tokenizer.json"),
+    # The start of Llama 2's SentencePiece model: protobuf, not text.
+    "sentencepiece": (b"\n\x0e\n\x05<unk>\x15\x00\x00\x00\x00\x18\x02\n\x0b\n\x03<s>\x15\x00\x00\x80\xbf",
+                      "looks like a binary file, such as a SentencePiece model from Llama 1 or 2"),
+    "git-lfs pointer": (LFS_POINTER, "looks like a Git LFS pointer, not the file itself"),
+    "html page": (b"<!DOCTYPE html>\n<html><body>Access to model meta-llama/Meta-Llama-3-8B is restricted",
+                  "looks like an HTML page"),
+    "empty": (b"", "looks like an empty file"),
+    # What other tutorials' users meet as "Incorrect padding"...
+    "bad base64": (b"IQ== 0\nIg 1\n", r"line 2, is not `<base64 token> <rank>`: 'Ig 1'"),
+    # ...and as "too many values to unpack".
+    "three fields": (b"IQ== 0\nIg== 1 extra\n", r"line 2, is not `<base64 token> <rank>`"),
+    "ranks with a gap": (b"IQ== 0\nIg== 2\n", "the ranks are not 0, 1, 2, ..."),
+}
+
+
+@pytest.mark.parametrize("kind", OTHER_FORMATS)
+def test_tokenizer_model_of_another_format(tmp_path, kind):
+    data, message = OTHER_FORMATS[kind]
+    path = tmp_path / "tokenizer.model"
+    path.write_bytes(data)
+    with pytest.raises(LlamaError, match=re.escape(message) if kind not in ("bad base64", "three fields") else message):
+        Tokenizer(path)
+
+
+def test_a_model_folder_with_a_foreign_tokenizer(tmp_path):
+    """load_model reports the tokenizer before it touches the weights."""
+    (tmp_path / "params.json").write_text(json.dumps(
+        dict(dim=64, n_layers=2, n_heads=8, n_kv_heads=2, vocab_size=128256, multiple_of=32, norm_eps=1e-5,
+             rope_theta=500000.0)))
+    (tmp_path / "consolidated.00.pth").write_bytes(b"")
+    (tmp_path / "tokenizer.model").write_bytes(OTHER_FORMATS["tokenizer.json"][0])
+    with pytest.raises(LlamaError, match="tokenizer.model is not a Llama 3 tokenizer.model"):
+        load_model(tmp_path, verbose=False)
+
+
+def test_missing_tokenizer_file(tmp_path):
+    with pytest.raises(LlamaError, match="The tokenizer file .* does not exist"):
+        Tokenizer(tmp_path / "tokenizer.model")
+
+
+def test_empty_prompt(tiny):
+    with pytest.raises(LlamaError, match="The prompt is empty: there is nothing to continue"):
+        tiny.tokenizer.encode_prompt("")
+    with pytest.raises(LlamaError, match="The prompt is empty: there is nothing to predict from"):
+        forward(tiny, [])
+
+
+@pytest.mark.parametrize("ids, message", [
+    ([1, 1000], r"Token id 1000 is outside the vocabulary \(0 to 999\)"),
+    ([-1], "Token id -1 is outside the vocabulary"),
+    (list(range(17)), "17 tokens do not fit in the model's context of 16 tokens. Shorten the prompt"),
+])
+def test_bad_token_lists(ids, message):
+    model = random_model(random_params(max_seq_len=16))
+    with pytest.raises(LlamaError, match=message):
+        forward(model, ids)
+
+
+@pytest.mark.parametrize("content, shown", [(b"", "it is empty"),
+                                            (b"<!DOCTYPE html><html>Sign in", "its first bytes are b'<!DOCTYPE html>")])
+def test_checkpoint_that_is_not_a_zip_file(tmp_path, content, shown):
+    params = random_params()
+    write_model(tmp_path, params, {})
+    (tmp_path / "consolidated.00.pth").write_bytes(content)
+    with pytest.raises(LlamaError, match=re.escape(f"is not a zip-format PyTorch checkpoint like Meta's "
+                                                   f"consolidated.00.pth ({shown}")):
+        load_weights(tmp_path, params)
