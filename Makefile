@@ -2,7 +2,7 @@
 # make test       - set up, then run every test, and every notebook under strict nbval
 # make notebooks  - execute the notebooks and save their outputs (after changing helpers/ or data/)
 # make demo       - the command-line demo on the classic prompt
-# make tiny-model - retrain the embedded tiny model (about 17 minutes on 2 cores)
+# make tiny-model - retrain the embedded tiny model (about 10 minutes on 2 cores)
 #
 # Inside an active virtualenv or conda environment, that environment is used;
 # otherwise a .venv is created here. Where torch is missing, the CPU build

@@ -18,7 +18,7 @@ It is written without holding the model in memory:
    fails here with a clear error instead of a crash halfway through;
 3. each tensor is filled through a shared memory map of the file, 128 MB per
    map and 16 MB of random numbers at a time.
-Writing the 8B on a 2-core machine took 3.6 minutes, with a peak RSS of
+Writing the 8B on a 2-core machine took 1.2 to 3.6 minutes (the disk decides), with a peak RSS of
 0.53 GB, of which 0.33 GB anonymous (PyTorch alone takes 0.15 GB). The
 folder is written under a staging name and renamed when complete, so a
 folder with the final name is always a whole checkpoint.

@@ -11,9 +11,12 @@ TOLERANCE = 1e-4
 
 
 def max_diff(model, tokens):
+    """The largest absolute difference of the logits; printed, for `pytest -s tests/test_reference.py`."""
     with torch.inference_mode():
         ours = forward(model, tokens)
-    return (ours - hf_logits(hf_model(model), tokens)).abs().max().item()
+    diff = (ours - hf_logits(hf_model(model), tokens)).abs().max().item()
+    print(f"max |ours - transformers| = {diff:.1e}")
+    return diff
 
 
 def test_tiny_model_matches_transformers(tiny):

@@ -1,0 +1,75 @@
+"""Where a decode step's time goes: bf16 -> fp32 conversion against the fp32 product.
+
+    .venv/bin/python bench/linear_bf16.py
+
+Decoding one token multiplies every weight matrix of the 8B by one vector, so
+it is bound by how fast the weights are read. This script takes eight
+matrices of the 8B's largest shape (14336 x 4096, bf16, 0.94 GB in all, far
+beyond the CPU caches) and one float32 vector, and prints, as seconds per
+8B token (15 GB of bf16 weights, the embedding table aside) and as GB/s of
+bf16 weights read:
+
+- reading the weights alone (a bf16 sum): the memory bandwidth;
+- `helpers.linear`: the course's path, block by block;
+- its two halves alone: converting each block into the float32 buffer, and
+  multiplying the buffer (already in the CPU cache) by the vector.
+
+A benchmark, not a test: the figures depend on the machine and on what else
+runs on it; each is the best of 4 runs.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from helpers import linear  # noqa: E402
+from helpers.compute import BLOCK_ELEMENTS  # noqa: E402
+
+TOKEN_GB = 15.0  # bf16 weights read per 8B token, the embedding table aside
+
+torch.manual_seed(0)
+weights = [torch.randn(14336, 4096).to(torch.bfloat16) for _ in range(8)]
+x = torch.randn(1, 4096)
+rows = BLOCK_ELEMENTS // 4096
+buffer = torch.empty(rows, 4096)
+out = torch.empty(14336, 1)
+weights_gb = sum(w.numel() for w in weights) * 2 / 1e9
+
+
+def read_only():
+    for w in weights:
+        w.sum()
+
+
+def course_linear():
+    for w in weights:
+        linear(x, w)
+
+
+def convert_only():
+    for w in weights:
+        for start in range(0, w.shape[0], rows):
+            buffer.copy_(w[start : start + rows])
+
+
+def multiply_only():
+    for w in weights:
+        for start in range(0, w.shape[0], rows):
+            torch.mm(buffer, x.T, out=out[start : start + rows])
+
+
+print(f"{torch.get_num_threads()} threads; blocks of {BLOCK_ELEMENTS * 4 / 2**20:.0f} MiB of float32")
+with torch.inference_mode():
+    for name, run in [("read the bf16 weights (sum)", read_only), ("helpers.linear", course_linear),
+                      ("  its conversion alone", convert_only), ("  its product alone", multiply_only)]:
+        run()  # warm-up
+        times = []
+        for _ in range(4):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        best = min(times)
+        print(f"{name:<30} {best / weights_gb * TOKEN_GB:5.2f} s per 8B token  ({weights_gb / best:5.1f} GB/s)")
