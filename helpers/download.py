@@ -121,7 +121,7 @@ class RemoteFile:
 
 
 def remote_files(repo_id=REPO_ID, revision="main", token=None, endpoint=None):
-    """Ask the hub (HEAD requests) for the size, sha256 and commit of each of `FILES`."""
+    """Ask the hub (HEAD requests) for the size, sha256, commit and download address of each of `FILES`."""
     found = []
     for name in FILES:
         url = huggingface_hub.hf_hub_url(repo_id, name, subfolder=SUBFOLDER, revision=revision, endpoint=endpoint)
