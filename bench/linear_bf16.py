@@ -1,4 +1,4 @@
-"""Where a decode step's time goes: bf16 -> fp32 conversion against the fp32 product.
+"""Where a decode step's time goes: reading the bf16 weights, converting them, multiplying.
 
     .venv/bin/python bench/linear_bf16.py
 
@@ -10,9 +10,13 @@ beyond the CPU caches) and one float32 vector, and prints, as seconds per
 bf16 weights read:
 
 - reading the weights alone (a bf16 sum): the memory bandwidth;
-- `helpers.linear`: the course's path, block by block;
-- its two halves alone: converting each block into the float32 buffer, and
-  multiplying the buffer (already in the CPU cache) by the vector.
+- `helpers.linear` for one row: the kernel compiled by torch.compile, which
+  converts and multiplies in one pass (its first call, which compiles it, is
+  not counted);
+- the block path, which `linear` takes for several rows (and for one row
+  where torch.compile is unavailable), and its two halves alone: converting
+  each block into the float32 buffer, and multiplying the buffer (already in
+  the CPU cache) by the vector.
 
 A benchmark, not a test: the figures depend on the machine and on what else
 runs on it; each is the best of 4 runs.
@@ -25,6 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import helpers.compute  # noqa: E402
 from helpers import linear  # noqa: E402
 from helpers.compute import BLOCK_ELEMENTS  # noqa: E402
 
@@ -49,6 +54,15 @@ def course_linear():
         linear(x, w)
 
 
+def block_path():
+    fused_from = helpers.compute.FUSED_MIN_ELEMENTS
+    helpers.compute.FUSED_MIN_ELEMENTS = float("inf")
+    try:
+        course_linear()
+    finally:
+        helpers.compute.FUSED_MIN_ELEMENTS = fused_from
+
+
 def convert_only():
     for w in weights:
         for start in range(0, w.shape[0], rows):
@@ -63,9 +77,10 @@ def multiply_only():
 
 print(f"{torch.get_num_threads()} threads; blocks of {BLOCK_ELEMENTS * 4 / 2**20:.0f} MiB of float32")
 with torch.inference_mode():
-    for name, run in [("read the bf16 weights (sum)", read_only), ("helpers.linear", course_linear),
-                      ("  its conversion alone", convert_only), ("  its product alone", multiply_only)]:
-        run()  # warm-up
+    for name, run in [("read the bf16 weights (sum)", read_only), ("helpers.linear, one row", course_linear),
+                      ("the block path", block_path), ("  its conversion alone", convert_only),
+                      ("  its product alone", multiply_only)]:
+        run()  # warm-up (and, for linear, compiling the kernel)
         times = []
         for _ in range(4):
             start = time.perf_counter()

@@ -7,6 +7,16 @@ every call. `linear` instead converts a block of rows at a time into one
 buffer that is reused for every block of every matrix, and multiplies while
 the block is still in the CPU cache. The float32 result is the same as
 `x @ w.float().T` up to float rounding; the memory cost is one block.
+
+One case gets a faster path. Decoding with a KV cache multiplies every
+matrix by a single vector, so its speed is how fast the weights are read.
+Converting a block and multiplying it take turns, which reads the weights at
+about half the memory bandwidth (bench/linear_bf16.py). For a single row and
+a large matrix, `linear` uses a kernel that torch.compile generates from
+`(w.float() * x).sum(-1)`: it converts each weight in a register and adds up
+in float32 as it goes, in one pass and with no float32 copy. Where
+torch.compile cannot build it (no C++ compiler, say), the block path is used
+from then on.
 """
 
 import torch
@@ -19,6 +29,40 @@ BLOCK_ELEMENTS = 1 << 20
 
 _buffer = torch.empty(0)
 
+# The fused one-row path is for matrices at least this large: the 8B's, not the tiny model's, whose
+# decoding is bound by overheads rather than by reading weights. torch.compile builds one kernel per
+# matrix shape on first use (1 to 10 seconds each). Past FUSED_MAX_SHAPES shapes, new ones take the
+# block path: torch.compile would otherwise, at its own limit, run `_matvec` uncompiled.
+FUSED_MIN_ELEMENTS = 1 << 24
+FUSED_MAX_SHAPES = 6
+_fused = None  # the compiled kernel; None until first needed, False where it cannot be built
+_fused_shapes = set()
+
+
+def _matvec(w, x):
+    """w (out, dim) times x (dim,) in x's dtype. Run only compiled: run as it is, w.to() copies w whole."""
+    return (w.to(x.dtype) * x).sum(-1)
+
+
+def _fused_matvec(w, x):
+    """`w @ x` for one row x, by the compiled kernel; None where it cannot be used."""
+    global _fused
+    if _fused is None:
+        _fused = torch.compile(_matvec, dynamic=False)
+    shape = (tuple(w.shape), w.dtype, x.dtype)
+    if _fused is False or (shape not in _fused_shapes and len(_fused_shapes) >= FUSED_MAX_SHAPES):
+        return None
+    try:
+        # Always in inference mode, so that each shape is compiled once whatever mode the caller is in.
+        outside = not torch.is_inference_mode_enabled()
+        with torch.inference_mode():
+            out = _fused(w, x)
+    except Exception:  # no C++ compiler, or a platform torch.compile does not support
+        _fused = False
+        return None
+    _fused_shapes.add(shape)
+    return out.clone() if outside else out  # a normal tensor for a caller outside inference mode
+
 
 def linear(x, w):
     """`x @ w.T` in the dtype of `x`, whatever the dtype `w` is stored in."""
@@ -26,6 +70,10 @@ def linear(x, w):
         return x @ w.T
     if torch.is_grad_enabled() and x.requires_grad:
         return x @ w.to(x.dtype).T  # out= below records no gradient; training takes this path
+    if x.numel() == x.shape[-1] and w.numel() >= FUSED_MIN_ELEMENTS:
+        out = _fused_matvec(w, x.reshape(-1))
+        if out is not None:
+            return out.view(*x.shape[:-1], w.shape[0])
     global _buffer
     rows = max(1, BLOCK_ELEMENTS // w.shape[1])
     if _buffer.dtype != x.dtype or _buffer.numel() < rows * w.shape[1]:

@@ -1,0 +1,56 @@
+"""helpers.linear's two paths: bf16 blocks upcast into one buffer, and the compiled one-row kernel."""
+
+import pytest
+import torch
+
+import helpers.compute as compute
+from helpers import linear
+
+
+@pytest.fixture
+def fresh_fused(monkeypatch):
+    """A fused path not tried yet, taken by any matrix (the real threshold is the 8B's sizes)."""
+    monkeypatch.setattr(compute, "_fused", None)
+    monkeypatch.setattr(compute, "_fused_shapes", set())
+    monkeypatch.setattr(compute, "FUSED_MIN_ELEMENTS", 0)
+
+
+def weights_and_row(rows=384, dim=256):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(rows, dim, generator=g).to(torch.bfloat16), torch.randn(1, dim, generator=g)
+
+
+def test_one_row_takes_the_compiled_kernel_and_agrees(fresh_fused):
+    w, x = weights_and_row()
+    fused = linear(x, w)
+    assert compute._fused_shapes == {((384, 256), torch.bfloat16, torch.float32)}  # the kernel ran
+    compute.FUSED_MIN_ELEMENTS = w.numel() + 1  # now the block path
+    torch.testing.assert_close(fused, linear(x, w), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused, x @ w.float().T, rtol=1e-5, atol=1e-5)
+    assert fused.shape == (1, 384) and not fused.is_inference()
+    fused += 1  # a caller outside inference mode gets a tensor it may change
+
+
+def test_without_a_compiler_the_block_path_takes_over(fresh_fused, monkeypatch):
+    def cannot_build(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+    monkeypatch.setattr(torch, "compile", lambda function, **options: cannot_build)
+    w, x = weights_and_row()
+    torch.testing.assert_close(linear(x, w), x @ w.float().T, rtol=1e-5, atol=1e-5)
+    assert compute._fused is False and compute._fused_shapes == set()
+
+
+def test_past_the_shape_limit_new_shapes_take_the_block_path(fresh_fused, monkeypatch):
+    monkeypatch.setattr(compute, "FUSED_MAX_SHAPES", 1)
+    w, x = weights_and_row()
+    linear(x, w)
+    w2, x2 = weights_and_row(rows=128)
+    torch.testing.assert_close(linear(x2, w2), x2 @ w2.float().T, rtol=1e-5, atol=1e-5)
+    assert compute._fused_shapes == {((384, 256), torch.bfloat16, torch.float32)}
+
+
+def test_several_rows_take_the_block_path(fresh_fused):
+    w, _ = weights_and_row()
+    x = torch.randn(17, 256)
+    torch.testing.assert_close(linear(x, w), x @ w.float().T, rtol=1e-5, atol=1e-5)
+    assert compute._fused is None  # never needed
