@@ -93,3 +93,28 @@ def linear(x, w):
         upcast.copy_(block)
         torch.mm(upcast, x_t, out=out_t[start : start + rows])
     return out_t.T.contiguous().view(*x.shape[:-1], w.shape[0])
+
+
+# Float32 keeps 24 significant bits: each sum or product is rounded to about 6e-8 of its size. Adding
+# the same thousands of products in another order (blocks or one fused pass, a cache or none) changes
+# which roundings happen, so two correct computations differ in their last bits, by an amount that grows
+# with the size of the values they add up, not with the size of each result. On the 8B's shapes a decode
+# step and a full pass differed by 5e-6 of the largest logit. A real mistake (a missing scale, a wrong
+# mask, a swapped pair) moves results by a good fraction of their size. So two float32 tensors agree
+# when every element is within FLOAT32_TOLERANCE of the largest magnitude in the expected one: a
+# thousand times float32's rounding, and still a hundred times smaller than any mistake.
+FLOAT32_TOLERANCE = 1e-4
+
+
+def assert_close(actual, expected):
+    """torch.testing.assert_close with the course's one tolerance, relative to the size of `expected`.
+
+    Each element of `actual` may differ from `expected` by FLOAT32_TOLERANCE times the
+    largest finite magnitude in `expected`; infinities (a mask's -inf) must match exactly.
+    Integer and boolean tensors must be equal.
+    """
+    if not (expected.is_floating_point() or expected.is_complex()):
+        return torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    magnitudes = expected.abs()[torch.isfinite(expected)]
+    scale = magnitudes.max().item() if magnitudes.numel() else 0.0
+    return torch.testing.assert_close(actual, expected, rtol=0, atol=FLOAT32_TOLERANCE * scale)

@@ -175,6 +175,15 @@ class Tokenizer:
             for i in self._check_ids(ids)
         ]
 
+    def labels(self, ids):
+        """Each token quoted, for plot labels: as `repr`, with every non-ASCII character escaped.
+
+        Every font draws ASCII. Matplotlib's default font has no Chinese or
+        Devanagari characters, and a token made of them would be drawn as an empty
+        box, with a warning; escaped, it reads as '\\u4e2d' instead.
+        """
+        return [ascii(piece) for piece in self.pieces(ids)]
+
     def show(self, ids):
         """Print one line per token: its position, its id and its text."""
         for position, (i, piece) in enumerate(zip(ids, self.pieces(ids))):

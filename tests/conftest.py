@@ -1,3 +1,4 @@
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -11,6 +12,15 @@ from helpers import Llama, TINY_MODEL_DIR, expected_shapes, load_model, params_f
 
 CLASSIC_PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
 CLASSIC_IDS = [128000, 1820, 4320, 311, 279, 17139, 3488, 315, 2324, 11, 279, 15861, 11, 323, 4395, 374, 220]
+
+
+def load_script(relative_path):
+    """A script of the repository (scripts/, bench/) imported as a module."""
+    path = Path(__file__).resolve().parent.parent / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +66,12 @@ def write_model(folder, params, weights, raw_params=None):
     (folder / "params.json").write_text(json.dumps(raw))
     torch.save(weights, folder / "consolidated.00.pth")
     return folder
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The figure README quotes: the largest difference from transformers over all reference comparisons."""
+    reference = sys.modules.get("reference")
+    if reference is not None and reference.MEASURED_DIFFS:
+        diffs = reference.MEASURED_DIFFS
+        terminalreporter.write_line(f"reference equivalence: largest |ours - transformers| over {len(diffs)} "
+                                    f"fp32 comparisons of the logits = {max(diffs):.1e} (bound 1e-4)")

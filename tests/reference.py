@@ -3,6 +3,9 @@
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+# Every largest difference measured by tests/test_reference.py, for the summary at the end of the run.
+MEASURED_DIFFS = []
+
 
 def meta_to_hf_rows(w, n_heads):
     """Reorder wq/wk rows from Meta's adjacent RoPE pairs to Hugging Face's "rotate half" layout."""

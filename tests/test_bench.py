@@ -1,23 +1,15 @@
 """The synthetic-checkpoint writer, the 8B benchmark's parts and `linear`, on small shapes (no timing is asserted)."""
 
 import ctypes
-import importlib.util
 import json
 from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import load_script
 
 import helpers.compute
 from helpers import REPO_ROOT, expected_shapes, forward, linear, load_model, params_from_dict
-
-
-def load_script(relative_path):
-    path = REPO_ROOT / relative_path
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 writer = load_script("scripts/write_synthetic_checkpoint.py")

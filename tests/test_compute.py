@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import helpers.compute as compute
-from helpers import linear
+from helpers import FLOAT32_TOLERANCE, assert_close, linear
 
 
 @pytest.fixture
@@ -54,3 +54,19 @@ def test_several_rows_take_the_block_path(fresh_fused):
     x = torch.randn(17, 256)
     torch.testing.assert_close(linear(x, w), x @ w.float().T, rtol=1e-5, atol=1e-5)
     assert compute._fused is None  # never needed
+
+
+def test_assert_close_allows_rounding_and_refuses_mistakes(fresh_fused):
+    """The course's one tolerance: the one-row kernel and the block path agree under it, a mistake does not."""
+    w, x = weights_and_row(rows=4096, dim=4096)
+    fused = linear(x, w)
+    compute.FUSED_MIN_ELEMENTS = w.numel() + 1
+    blocks = linear(x, w)
+    assert not torch.equal(fused, blocks)  # another order of the same sums: the last bits differ...
+    assert_close(fused, blocks)  # ...within the tolerance
+    with pytest.raises(AssertionError):
+        assert_close(fused * (1 + 10 * FLOAT32_TOLERANCE), blocks)  # a result off by a factor is not
+    with pytest.raises(AssertionError):
+        assert_close(torch.tensor([0.0, 1.0]), torch.tensor([float("-inf"), 1.0]))  # a mask is exact
+    with pytest.raises(AssertionError):
+        assert_close(torch.tensor([1, 2]), torch.tensor([1, 3]))  # so are integers
