@@ -139,7 +139,8 @@ def remote_files(repo_id=REPO_ID, revision="main", token=None, endpoint=None):
 def download_llama3(dest=None, token=None, repo_id=REPO_ID, revision="main", endpoint=None):
     """Download Meta-Llama-3-8B's original/ files into `dest`/original and return that folder.
 
-    `dest` defaults to llama-3-8B/ in the repository, where `find_model` looks.
+    `dest` defaults to llama-3-8B/ in the repository (installed with pip: in the working folder),
+    where `find_model` looks.
     `token` defaults to `hf_token()`; `endpoint` to HF_ENDPOINT or huggingface.co.
     """
     root = Path(dest) if dest is not None else model.DOWNLOAD_DIR.parent

@@ -6,8 +6,9 @@ consolidated.00.pth. `find_model` looks, in order, at:
 1. the path given to it;
 2. the LLAMA3_DIR environment variable;
 3. Kaggle inputs (/kaggle/input/...) that hold params.json and consolidated.*.pth;
-4. llama-3-8B/original in the repository, where notebook 00 downloads Meta-Llama-3-8B;
-5. the embedded tiny Llama 3 in data/tiny-llama3.
+4. llama-3-8B/original in the repository, where notebook 00 downloads Meta-Llama-3-8B
+   (installed with pip: in the folder Python started in, such as /kaggle/working or /content);
+5. the embedded tiny Llama 3 in data/tiny-llama3 (installed with pip: helpers/tiny_llama3).
 """
 
 import os
@@ -18,9 +19,12 @@ from .checkpoint import Params, load_params, load_weights
 from .errors import LlamaError
 from .tokenizer import Tokenizer
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TINY_MODEL_DIR = REPO_ROOT / "data" / "tiny-llama3"
-DOWNLOAD_DIR = REPO_ROOT / "llama-3-8B" / "original"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # installed with pip, this is site-packages
+# A clone has data/tiny-llama3 beside helpers/. Installed with pip (pyproject.toml), the tiny model is
+# inside the package, and the 8B is downloaded into the working folder rather than into site-packages.
+IN_CLONE = (REPO_ROOT / "data" / "tiny-llama3").is_dir()
+TINY_MODEL_DIR = REPO_ROOT / "data" / "tiny-llama3" if IN_CLONE else Path(__file__).resolve().parent / "tiny_llama3"
+DOWNLOAD_DIR = (REPO_ROOT if IN_CLONE else Path.cwd()) / "llama-3-8B" / "original"
 KAGGLE_INPUT = Path("/kaggle/input")
 
 _LAYER_KEYS = {

@@ -66,7 +66,8 @@ class PeakMemory:
 
 
 def execute(path, model_dir=None, extra_cells=(), timeout=3600):
-    """Run the notebook at `path` in a fresh kernel, on the model in `model_dir` (None: the one found).
+    """Run the notebook at `path` in a fresh kernel started in the notebook's folder, as Jupyter does,
+    on the model in `model_dir` (None: the one found).
 
     `extra_cells` are code cells run after the notebook's own. Returns the executed notebook and
     its kernel's `PeakMemory`; raises CellExecutionError at the first cell that fails.
@@ -75,7 +76,7 @@ def execute(path, model_dir=None, extra_cells=(), timeout=3600):
     notebook.cells += [nbformat.v4.new_code_cell(source) for source in extra_cells]
     memory = PeakMemory()
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
-                            resources={"metadata": {"path": str(NOTEBOOKS)}},
+                            resources={"metadata": {"path": str(Path(path).parent)}},
                             on_notebook_start=lambda **_: memory.start(client.km.provisioner.pid),
                             on_cell_complete=lambda **_: memory.after_cell())
     env = dict(os.environ)
