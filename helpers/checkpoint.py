@@ -15,9 +15,24 @@ import torch
 
 from .errors import LlamaError
 
-# Llama 3 was trained with 8,192-token sequences. Meta's params.json does not
-# say so, so a `max_seq_len` key is optional.
+# The context: 8,192 tokens for Llama 3, 131,072 for Llama 3.1 and later (the
+# ones with use_scaled_rope). Meta's params.json does not say so, so a
+# `max_seq_len` key is optional.
 DEFAULT_MAX_SEQ_LEN = 8192
+SCALED_ROPE_MAX_SEQ_LEN = 131072
+
+# Llama 3.1 and later scale RoPE (helpers/rope.py), but Meta's params.json says only
+# `use_scaled_rope: true`, not by how much: the factor depends on the model. These are the
+# factors of Hugging Face's published config.json for each (rope_scaling.factor), told apart
+# here by their width, `dim`.
+ROPE_SCALING_BY_DIM = {
+    2048: ("Llama 3.2 1B", 32.0),
+    3072: ("Llama 3.2 3B", 32.0),
+    4096: ("Llama 3.1 8B", 8.0),
+    8192: ("Llama 3.1 70B and 3.3 70B", 8.0),
+    16384: ("Llama 3.1 405B", 8.0),
+}
+LLAMA_3_1_FACTOR = 8.0
 
 _NUMBER = (int, float)
 _REQUIRED = {
@@ -30,7 +45,8 @@ _REQUIRED = {
     "norm_eps": _NUMBER,
     "rope_theta": _NUMBER,
 }
-_OPTIONAL = {"ffn_dim_multiplier": _NUMBER, "max_seq_len": int, "use_scaled_rope": bool}
+_OPTIONAL = {"ffn_dim_multiplier": _NUMBER, "max_seq_len": int, "use_scaled_rope": bool,
+             "rope_scaling_factor": _NUMBER}
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,9 @@ class Params:
     rope_theta: float
     ffn_dim_multiplier: float | None = None
     max_seq_len: int = DEFAULT_MAX_SEQ_LEN
+    # RoPE's scale factor (Llama 3.1 and later), None for none; and where it came from.
+    rope_scaling_factor: float | None = None
+    rope_scaling_source: str = ""
 
     @property
     def head_dim(self):
@@ -79,7 +98,7 @@ def params_from_dict(raw, source="params.json"):
                 )
             continue
         value = raw[key]
-        if key == "ffn_dim_multiplier" and value is None:
+        if key in ("ffn_dim_multiplier", "rope_scaling_factor") and value is None:
             continue
         kinds = kind if isinstance(kind, tuple) else (kind,)
         # bool is an int in Python; a JSON true is never a valid size.
@@ -88,15 +107,21 @@ def params_from_dict(raw, source="params.json"):
             raise LlamaError(
                 f"{source}: {key!r} should be {expected}, but it is {value!r} ({type(value).__name__})."
             )
-    if raw.get("use_scaled_rope"):
-        raise LlamaError(
-            f"{source} asks for scaled RoPE (use_scaled_rope), which Llama 3.1 and later use. "
-            "This course rebuilds Llama 3 (Meta-Llama-3-8B); its RoPE has no scaling."
-        )
-    values = {key: raw[key] for key in (*_REQUIRED, *_OPTIONAL) if key in raw and key != "use_scaled_rope"}
-    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "max_seq_len"):
+    values = {key: raw[key] for key in (*_REQUIRED, *_OPTIONAL)
+              if raw.get(key) is not None and key != "use_scaled_rope"}
+    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "max_seq_len",
+                "rope_scaling_factor"):
         if key in values and values[key] <= 0:
             raise LlamaError(f"{source}: {key!r} must be positive, but it is {values[key]}.")
+    if raw.get("use_scaled_rope"):
+        values.setdefault("max_seq_len", SCALED_ROPE_MAX_SEQ_LEN)
+        if "rope_scaling_factor" in values:
+            values["rope_scaling_source"] = "from params.json"
+        else:
+            values["rope_scaling_factor"], values["rope_scaling_source"] = rope_scaling_for(values["dim"])
+    elif "rope_scaling_factor" in values:
+        raise LlamaError(f"{source} gives a rope_scaling_factor but not use_scaled_rope: true. Add "
+                         "\"use_scaled_rope\": true to scale RoPE, or remove rope_scaling_factor.")
     if values["dim"] % values["n_heads"] or (values["dim"] // values["n_heads"]) % 2:
         raise LlamaError(
             f"{source}: dim ({values['dim']}) must split into n_heads ({values['n_heads']}) heads "
@@ -107,7 +132,17 @@ def params_from_dict(raw, source="params.json"):
             f"{source}: n_heads ({values['n_heads']}) must be a multiple of n_kv_heads "
             f"({values['n_kv_heads']}), so that each key/value head serves the same number of query heads."
         )
-    return Params(**{k: float(v) if k in ("norm_eps", "rope_theta") else v for k, v in values.items()})
+    return Params(**{k: float(v) if k in ("norm_eps", "rope_theta", "rope_scaling_factor") else v
+                     for k, v in values.items()})
+
+
+def rope_scaling_for(dim):
+    """The RoPE scale factor of the Llama 3.1+ model of width `dim`, and a sentence saying why."""
+    if dim in ROPE_SCALING_BY_DIM:
+        name, factor = ROPE_SCALING_BY_DIM[dim]
+        return factor, f"{name}'s factor: params.json says use_scaled_rope, and dim {dim} is {name}'s"
+    return LLAMA_3_1_FACTOR, (f"Llama 3.1's factor: params.json says use_scaled_rope, and dim {dim} is "
+                              "no model this course knows")
 
 
 def load_params(model_dir):
@@ -194,6 +229,10 @@ def load_weights(model_dir, params):
         ) from None
     if not isinstance(weights, dict):
         raise LlamaError(f"{path} holds a {type(weights).__name__}, not a dictionary of named tensors.")
+    # Llama 3.2 1B and 3B have no output.weight: their output layer is the embedding table itself
+    # ("tied" weights). Share the tensor, never copy it (a copy would be 0.5 to 0.8 GB for nothing).
+    if "output.weight" not in weights and "tok_embeddings.weight" in weights:
+        weights["output.weight"] = weights["tok_embeddings.weight"]
     check_weights(weights, params, source=str(path))
     return weights
 

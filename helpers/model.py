@@ -12,7 +12,7 @@ consolidated.00.pth. `find_model` looks, in order, at:
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .checkpoint import Params, load_params, load_weights
@@ -100,6 +100,11 @@ class Llama:
         return {short: self.weights[f"layers.{i}.{key}"] for short, key in _LAYER_KEYS.items()}
 
     @property
+    def tied_output(self):
+        """True when the output layer is the embedding table itself (Llama 3.2 1B and 3B)."""
+        return self.weights["output.weight"] is self.weights["tok_embeddings.weight"]
+
+    @property
     def is_tiny(self):
         return Path(self.path).resolve() == TINY_MODEL_DIR.resolve()
 
@@ -110,10 +115,25 @@ def load_tokenizer(model_dir):
     return Tokenizer(path if path.exists() else None)
 
 
-def load_model(path=None, verbose=True):
-    """Find, check and memory-map a model; see `find_model` for where it looks."""
+def load_model(path=None, verbose=True, rope_scaling_factor=None):
+    """Find, check and memory-map a model; see `find_model` for where it looks.
+
+    `rope_scaling_factor` overrides the RoPE scale factor of a Llama 3.1+ model (see
+    `helpers.checkpoint.rope_scaling_for` for how it is chosen otherwise).
+    """
     model_dir = find_model(path, verbose=verbose)
     params = load_params(model_dir)
+    if rope_scaling_factor is not None:
+        if not params.rope_scaling_factor:
+            raise LlamaError(f"{model_dir} is a Llama 3 model without scaled RoPE (no use_scaled_rope in its "
+                             "params.json): there is no scale factor to choose. Leave rope_scaling_factor out.")
+        if not rope_scaling_factor > 0:
+            raise LlamaError(f"The RoPE scale factor must be a positive number, not {rope_scaling_factor}.")
+        params = replace(params, rope_scaling_factor=float(rope_scaling_factor), rope_scaling_source="as you asked")
+    if verbose and params.rope_scaling_factor:
+        print(f"RoPE: scaled by {params.rope_scaling_factor:g} ({params.rope_scaling_source}); context "
+              f"{params.max_seq_len:,} tokens.")
+        print("To choose another factor, pass rope_scaling_factor= to load_model() or --rope-scaling-factor.")
     tokenizer = load_tokenizer(model_dir)
     if tokenizer.n_vocab != params.vocab_size:
         raise LlamaError(

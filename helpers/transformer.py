@@ -60,7 +60,8 @@ def forward(model, tokens, cache=None):
     tokens = check_tokens(model, tokens, start)
     # Index the embedding table: only these rows are read from the file.
     x = model.weights["tok_embeddings.weight"][tokens].float()
-    freqs = rope_frequencies(p.head_dim, torch.arange(start, start + len(tokens)), p.rope_theta)
+    freqs = rope_frequencies(p.head_dim, torch.arange(start, start + len(tokens)), p.rope_theta,
+                             p.rope_scaling_factor)
     for i in range(p.n_layers):
         x = transformer_block(x, model.layer(i), p, freqs, None if cache is None else cache.layers[i])
     x = rms_norm(x, model.weights["norm.weight"], p.norm_eps)
