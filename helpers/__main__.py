@@ -3,9 +3,14 @@
 Prints which model it uses, the prompt's tokens, and the five most likely
 next tokens with their probabilities; with --generate N, it writes up to N
 new tokens instead, printing the text as it comes.
+
+An error is one paragraph on stderr and exit status 1 (130 after Ctrl-C); an
+error the course did not expect is reported as a bug. --debug shows the traceback.
 """
 
 import argparse
+import re
+import shlex
 import sys
 import textwrap
 
@@ -29,6 +34,8 @@ def parse_args(argv):
     parser.add_argument("--chat", action="store_true",
                         help="wrap the prompt as a user message in Llama 3 Instruct's chat format "
                         "(for Meta-Llama-3-8B-Instruct)")
+    parser.add_argument("--rope-scaling-factor", type=float, metavar="F",
+                        help="RoPE's scale factor for a Llama 3.1+ model, instead of the one chosen for it")
     parser.add_argument("--top", type=int, default=5, metavar="K", help="how many next tokens to list (default 5)")
     sampling = parser.add_argument_group("generation")
     sampling.add_argument("--generate", type=int, metavar="N", help="write up to N new tokens (stops early at "
@@ -39,7 +46,21 @@ def parse_args(argv):
     sampling.add_argument("--top-p", type=float, metavar="P",
                           help="sample only among the fewest most likely tokens whose probabilities reach P")
     sampling.add_argument("--seed", type=int, help="a seed, for sampling that gives the same text every run")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser.parse_args(argv)
+
+
+def valid_utf8(prompt):
+    """The prompt with each byte that was not UTF-8 replaced by U+FFFD, and a warning saying how many.
+
+    Python decodes the command line with surrogateescape: such a byte arrives as
+    a lone surrogate, U+DC80 to U+DCFF, which no tokenizer can encode.
+    """
+    prompt, n = re.subn("[\udc80-\udcff]", "\ufffd", prompt)
+    if n:
+        were = "bytes of the prompt were" if n != 1 else "byte of the prompt was"
+        print(f"Warning: {n} {were} not valid UTF-8, and replaced with U+FFFD.", file=sys.stderr)
+    return prompt
 
 
 def sampling_options(args):
@@ -71,11 +92,12 @@ def run(args):
     if args.generate is None and sampling_options(args):
         names = ", ".join(sampling_options(args))
         raise LlamaError(f"{names}: these options work only together with --generate N (how many tokens to write).")
-    model = load_model(args.model)
+    prompt = valid_utf8(args.prompt)
+    model = load_model(args.model, rope_scaling_factor=args.rope_scaling_factor)
     tokenizer = model.tokenizer
-    tokens = tokenizer.encode_prompt(args.prompt)
+    tokens = tokenizer.encode_prompt(prompt)
     if args.chat:
-        tokens = chat_tokens(tokenizer, [{"role": "user", "content": args.prompt}])
+        tokens = chat_tokens(tokenizer, [{"role": "user", "content": prompt}])
     if args.generate is not None:
         check_generation(model, tokens, args.generate, args.temperature, args.top_k, args.top_p)
     print(f"\nPrompt: {len(tokens)} token{'s' if len(tokens) != 1 else ''}")
@@ -89,12 +111,31 @@ def run(args):
         print(f"{rank:>3}. {tokenizer.pieces([i])[0]!r:<20} {p:8.2%}   (id {i})")
 
 
+def report_bug(error, argv):
+    """One paragraph for an exception the course did not expect: a bug, and how to report it."""
+    command = shlex.join(["python", "-m", "helpers", *argv, "--debug"])
+    print("\n" + textwrap.fill(f"Error: this is a bug in the course, not a problem with your input: "
+                               f"{type(error).__name__}: {error}", width=88), file=sys.stderr)
+    print(f"To see the traceback, run the command again with --debug:\n    {command}\n"
+          "and open an issue on the course's repository, with the command and the output of --debug.",
+          file=sys.stderr)
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     try:
         run(args)
-    except (LlamaError, OSError) as error:
-        print("\n" + textwrap.fill(f"Error: {error}", width=88), file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        if isinstance(error, (LlamaError, OSError)):
+            print("\n" + textwrap.fill(f"Error: {error}", width=88), file=sys.stderr)
+        else:
+            report_bug(error, argv)
         return 1
     return 0
 

@@ -191,6 +191,11 @@ def checkpoint_file(model_dir):
             f"{model_dir} holds {len(files)} checkpoint shards; this course loads single-file checkpoints "
             "such as Meta-Llama-3-8B's. The 70B model is split across 8 files and needs 140 GB anyway."
         )
+    if files[0].is_dir():
+        raise LlamaError(
+            f"{files[0]} is a directory, not a file: Meta's checkpoint is a single file (16 GB for the 8B). "
+            "Delete or rename the directory, then download the file again (notebook 00) or copy it there."
+        )
     return files[0]
 
 
@@ -246,6 +251,20 @@ def check_weights(weights, params, source="the checkpoint"):
             f"{source} has no tensor {missing[0]!r} ({len(missing)} missing in all), though params.json "
             f"says n_layers={params.n_layers}. The checkpoint and params.json come from different models, "
             "or the file is incomplete."
+        )
+    unexpected = [name for name in weights if name not in expected]
+    if unexpected:
+        layers = [int(found[1]) for name in unexpected if (found := re.match(r"layers\.(\d+)\.", name))]
+        if layers and max(layers) >= params.n_layers:
+            why = f"params.json says n_layers={params.n_layers}, but the checkpoint has {max(layers) + 1} layers."
+        else:
+            why = "The checkpoint and params.json come from different models, or the file holds other tensors."
+        named = ", ".join(map(repr, unexpected[:3])) + (", ..." if len(unexpected) > 3 else "")
+        raise LlamaError(
+            f"{source} holds {len(unexpected)} tensor{'s' if len(unexpected) != 1 else ''} that params.json does "
+            f"not explain ({named}). {why} "
+            "Computing with part of the weights would give wrong output without a warning: take params.json "
+            "from the same download as the checkpoint."
         )
     for name, shape in expected.items():
         tensor = weights[name]

@@ -8,6 +8,7 @@ The token is appended and the loop goes on until a stop token or a length limit.
 """
 
 import codecs
+import math
 from dataclasses import dataclass
 
 import torch
@@ -160,14 +161,20 @@ def check_generation(model, ids, max_new_tokens, temperature=0.0, top_k=None, to
     if max_new_tokens < 0:
         raise LlamaError(f"The number of new tokens must be 0 or more, not {max_new_tokens}.")
     total, context = len(ids) + max_new_tokens, model.params.max_seq_len
-    if total > context:
+    if total > context and len(ids) >= context:
+        raise LlamaError(
+            f"The prompt alone is {len(ids)} tokens, {'more than' if len(ids) > context else 'as many as'} "
+            f"the model's context of {context}: no new token fits. Shorten the prompt: the prompt and the "
+            f"new tokens together must fit in {context} tokens."
+        )
+    if total > context:  # the prompt fits, with room for fewer new tokens
         raise LlamaError(
             f"The prompt ({len(ids)} tokens) and {max_new_tokens} new tokens make {total} tokens, more than "
             f"the model's context of {context}. Shorten the prompt or ask for at most "
-            f"{max(0, context - len(ids))} new tokens."
+            f"{context - len(ids)} new tokens."
         )
-    if temperature < 0:
-        raise LlamaError(f"The temperature must be 0 (greedy) or more, not {temperature}.")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise LlamaError(f"The temperature must be 0 (greedy) or a finite number above 0, not {temperature}.")
     # The filters check their own settings; run them on a dummy distribution.
     top_p_filter(top_k_filter(torch.zeros(2), top_k), top_p)
 

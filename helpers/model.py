@@ -11,6 +11,7 @@ consolidated.00.pth. `find_model` looks, in order, at:
 5. the embedded tiny Llama 3 in data/tiny-llama3 (installed with pip: helpers/tiny_llama3).
 """
 
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -127,8 +128,8 @@ def load_model(path=None, verbose=True, rope_scaling_factor=None):
         if not params.rope_scaling_factor:
             raise LlamaError(f"{model_dir} is a Llama 3 model without scaled RoPE (no use_scaled_rope in its "
                              "params.json): there is no scale factor to choose. Leave rope_scaling_factor out.")
-        if not rope_scaling_factor > 0:
-            raise LlamaError(f"The RoPE scale factor must be a positive number, not {rope_scaling_factor}.")
+        if not (math.isfinite(rope_scaling_factor) and rope_scaling_factor > 0):
+            raise LlamaError(f"The RoPE scale factor must be a finite number above 0, not {rope_scaling_factor}.")
         params = replace(params, rope_scaling_factor=float(rope_scaling_factor), rope_scaling_source="as you asked")
     if verbose and params.rope_scaling_factor:
         print(f"RoPE: scaled by {params.rope_scaling_factor:g} ({params.rope_scaling_source}); context "

@@ -1,3 +1,4 @@
+import base64
 import importlib.util
 import sys
 from pathlib import Path
@@ -66,6 +67,18 @@ def write_model(folder, params, weights, raw_params=None):
     (folder / "params.json").write_text(json.dumps(raw))
     torch.save(weights, folder / "consolidated.00.pth")
     return folder
+
+
+@pytest.fixture
+def small_vocab(tmp_path):
+    """A model folder's params, weights and tokenizer.model for a 512-token vocabulary (the 256 bytes
+    and the 256 special tokens), so that load_model gets as far as the weights without the 128,256-row
+    tables: tests must not churn this process's memory (see test_loading's memory-mapping test)."""
+    params = random_params(vocab_size=512)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "tokenizer.model").write_text("".join(f"{base64.b64encode(bytes([i])).decode()} {i}\n" for i in range(256)))
+    return folder, params, random_weights(params)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -1,17 +1,19 @@
-"""Bad inputs not covered elsewhere: a tokenizer.model of another format, and bad token lists.
+"""Bad inputs not covered elsewhere: a tokenizer.model of another format, bad token lists, damaged weights.
 
 (Missing files, truncated checkpoints and bad params.json are in test_loading.py;
 special-token text and unknown ids to decode in test_tokenizer.py; the command
-line's empty and too-long prompts in test_cli.py.)
+line's empty, too-long and invalid UTF-8 prompts, non-finite options, a checkpoint
+that is a directory, and its report of a bug in test_cli.py.)
 """
 
 import json
 import re
 
 import pytest
-from conftest import random_model, random_params, write_model
+from conftest import random_model, random_params, random_weights, write_model
 
-from helpers import LlamaError, Tokenizer, forward, load_model, load_weights
+from helpers import KVCache, LlamaError, Tokenizer, forward, generate, load_model, load_weights
+from helpers.generate import check_generation
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\noid sha256:82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55\nsize 2183982\n"
 OTHER_FORMATS = {
@@ -84,4 +86,58 @@ def test_checkpoint_that_is_not_a_zip_file(tmp_path, content, shown):
     (tmp_path / "consolidated.00.pth").write_bytes(content)
     with pytest.raises(LlamaError, match=re.escape(f"is not a zip-format PyTorch checkpoint like Meta's "
                                                    f"consolidated.00.pth ({shown}")):
+        load_weights(tmp_path, params)
+
+
+@pytest.mark.parametrize("name, where", [
+    ("tok_embeddings.weight", "the embedding (tok_embeddings.weight)"),
+    ("layers.0.attention.wq.weight", "layer 0 (the layers.0.* tensors)"),
+    ("layers.1.feed_forward.w3.weight", "layer 1 (the layers.1.* tensors)"),
+    ("layers.1.ffn_norm.weight", "layer 1 (the layers.1.* tensors)"),
+    ("norm.weight", "the output layer (norm.weight and output.weight)"),
+    ("output.weight", "the output layer (norm.weight and output.weight)"),
+])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights(name, where, value):
+    model = random_model(random_params())
+    model.weights[name][0] = value  # token 0's embedding, or a row (an entry of a norm) every position uses
+    with pytest.raises(LlamaError, match=re.escape(f"The checkpoint is damaged (non-finite values): the output of "
+                                                   f"{where} holds NaN or infinity")):
+        forward(model, [0, 1, 2])
+
+
+def test_non_finite_weights_while_decoding_with_the_cache():
+    """The cached decode step runs the same checks: here the first generated token's embedding is damaged."""
+    model = random_model(random_params())
+    prompt = [1, 2, 3]
+    first = generate(model, prompt, 1).new_ids[0]
+    assert first not in prompt
+    model.weights["tok_embeddings.weight"][first] = float("nan")
+    forward(model, prompt, KVCache(model.params, 4))  # the prompt alone is fine
+    with pytest.raises(LlamaError, match=re.escape("the output of the embedding (tok_embeddings.weight) holds NaN")):
+        generate(model, prompt, 2)
+
+
+@pytest.mark.parametrize("n_prompt, relation", [(16, "as many as"), (17, "more than")])
+def test_prompt_alone_fills_the_context(n_prompt, relation):
+    model = random_model(random_params(max_seq_len=16))
+    message = (f"The prompt alone is {n_prompt} tokens, {relation} the model's context of 16: no new token fits. "
+               "Shorten the prompt: the prompt and the new tokens together must fit in 16 tokens.")
+    with pytest.raises(LlamaError, match=re.escape(message)):
+        check_generation(model, list(range(n_prompt)), 1)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["rope.freqs"], "holds 1 tensor that params.json does not explain ('rope.freqs'). The checkpoint and "
+                     "params.json come from different models, or the file holds other tensors."),
+    ([f"layers.{i}.ffn_norm.weight" for i in (5, 2, 3, 4)],
+     "holds 4 tensors that params.json does not explain ('layers.5.ffn_norm.weight', 'layers.2.ffn_norm.weight', "
+     "'layers.3.ffn_norm.weight', ...). params.json says n_layers=2, but the checkpoint has 6 layers."),
+])
+def test_checkpoint_with_tensors_params_json_does_not_explain(tmp_path, extra, message):
+    """Computing with part of the weights would give wrong output without a warning: refused."""
+    params = random_params()
+    weights = random_weights(params)
+    write_model(tmp_path, params, weights | {name: weights["norm.weight"] for name in extra})
+    with pytest.raises(LlamaError, match=re.escape(message)):
         load_weights(tmp_path, params)

@@ -1,17 +1,15 @@
 """Generation: the KV cache, greedy decoding against transformers, sampling, streaming, stop tokens, chat."""
 
 import importlib
-import subprocess
 
 import pytest
 import torch
 from conftest import CLASSIC_IDS, random_model, random_params
 from reference import hf_model
-from test_cli import assert_clear_error, demo
+from test_cli import assert_clear_error, demo, run_main
 
 from helpers import (KVCache, LlamaError, TextStream, chat_tokens, forward, generate, sample_next, top_k_filter,
                      top_p_filter)
-from helpers.__main__ import main
 
 # The module, not the function of the same name that helpers exports.
 generate_module = importlib.import_module("helpers.generate")
@@ -281,14 +279,6 @@ def test_cli_generates_a_corpus_sentence():
     assert "Generating up to 40 tokens (greedy)" in result.stdout
     assert "A llama is a camelid from the Andes" in result.stdout
     assert "stopped by <|end_of_text|>" in result.stdout
-
-
-def run_main(capsys, monkeypatch, *args):
-    """The demo run in this process (quicker than a new one), as a CompletedProcess."""
-    monkeypatch.delenv("LLAMA3_DIR", raising=False)
-    returncode = main(list(args))
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, returncode, out, err)
 
 
 def test_cli_samples_reproducibly(capsys, monkeypatch):

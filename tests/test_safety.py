@@ -1,7 +1,6 @@
 """Checkpoints that would run code, torch.load's weights_only, and secrets in the repository."""
 
 import ast
-import base64
 import json
 import os
 import re
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_params, random_weights, write_model
+from conftest import write_model
 
 from helpers import REPO_ROOT, LlamaError, load_model
 
@@ -33,18 +32,6 @@ def payloads(marker):
         "exec": RunsCode(exec, f"open({str(marker)!r}, 'w').close()"),
         "subprocess": RunsCode(subprocess.call, ["touch", str(marker)]),
     }
-
-
-@pytest.fixture
-def small_vocab(tmp_path):
-    """A model folder's params, weights and tokenizer.model for a 512-token vocabulary (the 256 bytes
-    and the 256 special tokens), so that load_model gets as far as the weights without the 128,256-row
-    tables: tests must not churn this process's memory (see test_loading's memory-mapping test)."""
-    params = random_params(vocab_size=512)
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "tokenizer.model").write_text("".join(f"{base64.b64encode(bytes([i])).decode()} {i}\n" for i in range(256)))
-    return folder, params, random_weights(params)
 
 
 @pytest.mark.parametrize("kind", ["os.system", "exec", "subprocess"])
