@@ -136,7 +136,7 @@ def test_checkpoint_with_more_layers_than_params_json(capsys, monkeypatch, small
 
 
 def test_unexpected_exception_is_reported_as_a_bug(capsys, monkeypatch):
-    def load_model(path):
+    def load_model(*args, **kwargs):
         raise RuntimeError("something the course did not foresee")
 
     monkeypatch.setattr(helpers.__main__, "load_model", load_model)
@@ -150,7 +150,7 @@ def test_unexpected_exception_is_reported_as_a_bug(capsys, monkeypatch):
 
 
 def test_interrupted(capsys, monkeypatch):
-    def load_model(path):
+    def load_model(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(helpers.__main__, "load_model", load_model)
