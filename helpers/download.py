@@ -1,7 +1,8 @@
-"""Downloading Meta-Llama-3-8B from Hugging Face (notebook 00), and finding out where we run.
+"""Downloading Meta-Llama-3-8B (or another of `helpers.model.MODELS`) from Hugging Face (notebook 00),
+and finding out where we run.
 
-The 8B is gated: Hugging Face serves it only to an account that has accepted
-Meta's licence, and only with that account's token. `download_llama3`:
+Meta's models are gated: Hugging Face serves them only to an account that has
+accepted Meta's licence, and only with that account's token. `download_llama3`:
 
 1. asks the hub for each file's size, sha256, commit and download address
    (HEAD requests, no download yet): a missing or refused token (401) or a
@@ -36,7 +37,7 @@ import huggingface_hub.utils
 from . import model
 from .errors import LlamaError
 
-REPO_ID = "meta-llama/Meta-Llama-3-8B"
+REPO_ID = model.DEFAULT_REPO
 SUBFOLDER = "original"
 FILES = ("params.json", "tokenizer.model", "consolidated.00.pth")
 SIZE_8B = 16_100_000_000  # about; the hub gives the exact sizes
@@ -137,13 +138,17 @@ def remote_files(repo_id=REPO_ID, revision="main", token=None, endpoint=None):
 
 
 def download_llama3(dest=None, token=None, repo_id=REPO_ID, revision="main", endpoint=None):
-    """Download Meta-Llama-3-8B's original/ files into `dest`/original and return that folder.
+    """Download a model's original/ files (Meta-Llama-3-8B's by default) into `dest`/original.
 
-    `dest` defaults to llama-3-8B/ in the repository (installed with pip: in the working folder),
-    where `find_model` looks.
+    Returns that folder. `repo_id` is any of `helpers.model.MODELS`, such as "meta-llama/Llama-3.2-1B".
+    `dest` defaults to `helpers.model.download_dir(repo_id)`'s parent: llama-3-8B/ (or Llama-3.2-1B/,
+    ...) in the repository (installed with pip: in the working folder), where `find_model` looks.
     `token` defaults to `hf_token()`; `endpoint` to HF_ENDPOINT or huggingface.co.
     """
-    root = Path(dest) if dest is not None else model.DOWNLOAD_DIR.parent
+    if repo_id not in model.MODELS:
+        raise LlamaError(f"{repo_id!r} is not one of the models this course can load: "
+                         f"{', '.join(model.MODELS)}. Check its spelling.")
+    root = Path(dest) if dest is not None else model.download_dir(repo_id).parent
     folder = root / SUBFOLDER
     token = token or hf_token()
     files = remote_files(repo_id, revision, token, endpoint)

@@ -6,8 +6,9 @@ consolidated.00.pth. `find_model` looks, in order, at:
 1. the path given to it;
 2. the LLAMA3_DIR environment variable;
 3. Kaggle inputs (/kaggle/input/...) that hold params.json and consolidated.*.pth;
-4. llama-3-8B/original in the repository, where notebook 00 downloads Meta-Llama-3-8B
-   (installed with pip: in the folder Python started in, such as /kaggle/working or /content);
+4. the folders where `download_llama3` puts each model of `MODELS`: llama-3-8B/original in the
+   repository for Meta-Llama-3-8B, Llama-3.2-1B/original for Llama 3.2 1B, and so on (installed
+   with pip: in the folder Python started in, such as /kaggle/working or /content);
 5. the embedded tiny Llama 3 in data/tiny-llama3 (installed with pip: helpers/tiny_llama3).
 """
 
@@ -25,7 +26,32 @@ REPO_ROOT = Path(__file__).resolve().parent.parent  # installed with pip, this i
 # inside the package, and the 8B is downloaded into the working folder rather than into site-packages.
 IN_CLONE = (REPO_ROOT / "data" / "tiny-llama3").is_dir()
 TINY_MODEL_DIR = REPO_ROOT / "data" / "tiny-llama3" if IN_CLONE else Path(__file__).resolve().parent / "tiny_llama3"
-DOWNLOAD_DIR = (REPO_ROOT if IN_CLONE else Path.cwd()) / "llama-3-8B" / "original"
+DOWNLOAD_ROOT = REPO_ROOT if IN_CLONE else Path.cwd()
+DEFAULT_REPO = "meta-llama/Meta-Llama-3-8B"
+
+# Meta's Llama 3 models whose checkpoint is a single consolidated.00.pth, as Hugging Face
+# repositories (their original/ folder holds Meta's files), with that file's size in bf16, from
+# the shapes in their params.json. Each is gated: accept its licence on its page first. The
+# 70B models (3, 3.1, 3.3) come in 8 files, 141 GB, too large for this course.
+MODELS = {
+    "meta-llama/Meta-Llama-3-8B": 16.06e9,
+    "meta-llama/Meta-Llama-3-8B-Instruct": 16.06e9,
+    "meta-llama/Llama-3.1-8B": 16.06e9,
+    "meta-llama/Llama-3.1-8B-Instruct": 16.06e9,
+    "meta-llama/Llama-3.2-1B": 2.47e9,
+    "meta-llama/Llama-3.2-1B-Instruct": 2.47e9,
+    "meta-llama/Llama-3.2-3B": 6.43e9,
+    "meta-llama/Llama-3.2-3B-Instruct": 6.43e9,
+}
+
+
+def download_dir(repo_id=DEFAULT_REPO):
+    """Where `download_llama3(repo_id=...)` puts a model's original/ files, and `find_model` looks."""
+    name = "llama-3-8B" if repo_id == DEFAULT_REPO else repo_id.split("/")[-1]
+    return DOWNLOAD_ROOT / name / "original"
+
+
+DOWNLOAD_DIR = download_dir()
 KAGGLE_INPUT = Path("/kaggle/input")
 
 _LAYER_KEYS = {
@@ -77,8 +103,9 @@ def find_model(path=None, verbose=True):
             )
     elif kaggle := kaggle_model_dirs():
         path, reason = kaggle[0], "a Kaggle input" + (f", first of {len(kaggle)}" if len(kaggle) > 1 else "")
-    elif is_model_dir(DOWNLOAD_DIR):
-        path, reason = DOWNLOAD_DIR, "downloaded by notebook 00"
+    elif downloaded := [d for d in map(download_dir, MODELS) if is_model_dir(d)]:
+        path, reason = downloaded[0], "downloaded by notebook 00" + (
+            f", first of {len(downloaded)}" if len(downloaded) > 1 else "")
     else:
         path, reason = TINY_MODEL_DIR, "the embedded tiny Llama 3; no larger model was found"
     if verbose:

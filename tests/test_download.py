@@ -293,3 +293,20 @@ def test_a_disk_error_is_not_blamed_on_the_network(hub, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.file_download, "http_get", disk_full)
     with pytest.raises(LlamaError, match=r"Could not write params.json: \[Errno 28\] No space left on device"):
         fetch(hub, tmp_path)
+
+
+def test_another_model_downloads_into_its_own_folder_where_find_model_looks(repo_files, no_saved_token,
+                                                                             tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(helpers.model, "DOWNLOAD_ROOT", tmp_path)
+    monkeypatch.delenv("LLAMA3_DIR", raising=False)
+    with HubServer(repo_files, repo_id="meta-llama/Llama-3.2-1B") as hub:
+        folder = download_llama3(repo_id="meta-llama/Llama-3.2-1B", endpoint=hub.url)
+    assert folder == tmp_path / "Llama-3.2-1B" / "original"
+    assert helpers.model.find_model() == folder
+    assert "(downloaded by notebook 00)" in capsys.readouterr().out
+
+
+def test_a_model_the_course_cannot_load_is_refused_before_any_request(tmp_path, no_saved_token):
+    with pytest.raises(LlamaError, match=r"'meta-llama/Llama-3.3-70B-Instruct' is not one of the models this "
+                                         r"course can load: meta-llama/Meta-Llama-3-8B, "):
+        download_llama3(tmp_path, repo_id="meta-llama/Llama-3.3-70B-Instruct", endpoint="http://127.0.0.1:9")

@@ -25,6 +25,7 @@ def small(tmp_path):
 def no_other_models(monkeypatch, tmp_path):
     monkeypatch.delenv("LLAMA3_DIR", raising=False)
     monkeypatch.setattr(helpers.model, "KAGGLE_INPUT", tmp_path / "kaggle-input")
+    monkeypatch.setattr(helpers.model, "DOWNLOAD_ROOT", tmp_path)
     monkeypatch.setattr(helpers.model, "DOWNLOAD_DIR", tmp_path / "llama-3-8B" / "original")
 
 
@@ -151,8 +152,16 @@ def test_find_model_order(no_other_models, tmp_path, small, monkeypatch, capsys)
     assert find_model() == TINY_MODEL_DIR
     assert "data/tiny-llama3 (the embedded tiny Llama 3" in capsys.readouterr().out
 
+    other = shutil.copytree(small, helpers.model.download_dir("meta-llama/Llama-3.2-1B"))
+    assert find_model() == other
     downloaded = shutil.copytree(small, helpers.model.DOWNLOAD_DIR)
-    assert find_model() == downloaded
+    assert find_model() == downloaded  # the 8B first: the order of helpers.model.MODELS
+    assert "downloaded by notebook 00, first of 2" in capsys.readouterr().out
+
+    # Kaggle mounts a Llama 3.2 Model as llama-3.2/pytorch/1b/1, as Llama 3's as llama-3/pytorch/8b/1.
+    kaggle_1b = shutil.copytree(small, helpers.model.KAGGLE_INPUT / "llama-3.2" / "pytorch" / "1b" / "1")
+    assert find_model() == kaggle_1b
+    shutil.rmtree(kaggle_1b)
 
     kaggle = shutil.copytree(small, helpers.model.KAGGLE_INPUT / "llama-3" / "pytorch" / "8b" / "1")
     assert find_model() == kaggle
