@@ -64,7 +64,9 @@ def sample_next(logits, temperature=0.0, top_k=None, top_p=None, generator=None)
     """
     if temperature == 0:
         return int(logits.argmax())
-    logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
+    # Shifting the logits so that the largest is 0 changes no probability, and keeps a tiny
+    # temperature from turning them into inf - inf = nan.
+    logits = top_p_filter(top_k_filter((logits - logits.max()) / temperature, top_k), top_p)
     probs = torch.softmax(logits, dim=-1)
     return int(torch.multinomial(probs, 1, generator=generator))
 

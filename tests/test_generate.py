@@ -104,6 +104,9 @@ def test_low_temperature_sharpens():
     generator = torch.Generator().manual_seed(0)
     draws = [sample_next(logits, 0.05, generator=generator) for _ in range(200)]
     assert draws == [0] * 200
+    # Divided by 1e-45, the logits would overflow to inf, and their softmax to nan.
+    assert sample_next(torch.tensor([20.0, 30.0, -10.0]), 1e-45, generator=generator) == 1
+    assert sample_next(torch.tensor([20.0, 30.0, -10.0]), 1e-45, top_p=0.9, generator=generator) == 1
 
 
 def test_top_k_keeps_the_k_largest():
