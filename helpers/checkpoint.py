@@ -5,6 +5,7 @@ cache) in bfloat16, and only what a computation touches is read.
 """
 
 import json
+import math
 import pickle
 import re
 import zipfile
@@ -109,10 +110,13 @@ def params_from_dict(raw, source="params.json"):
             )
     values = {key: raw[key] for key in (*_REQUIRED, *_OPTIONAL)
               if raw.get(key) is not None and key != "use_scaled_rope"}
-    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "max_seq_len",
-                "rope_scaling_factor"):
+    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "max_seq_len"):
         if key in values and values[key] <= 0:
             raise LlamaError(f"{source}: {key!r} must be positive, but it is {values[key]}.")
+    # Python's json reads NaN and Infinity: a factor that is either would turn RoPE's angles into NaN or 0.
+    factor = values.get("rope_scaling_factor")
+    if factor is not None and not (math.isfinite(factor) and factor > 0):
+        raise LlamaError(f"{source}: 'rope_scaling_factor' must be a finite number above 0, but it is {factor}.")
     if raw.get("use_scaled_rope"):
         values.setdefault("max_seq_len", SCALED_ROPE_MAX_SEQ_LEN)
         if "rope_scaling_factor" in values:

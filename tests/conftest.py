@@ -29,10 +29,15 @@ def tiny():
     return load_model(TINY_MODEL_DIR, verbose=False)
 
 
-def random_params(n_heads=8, n_kv_heads=2, **overrides):
+def random_raw_params(n_heads=8, n_kv_heads=2, **overrides):
+    """A small model's params.json, as a dictionary."""
     raw = dict(dim=64, n_layers=2, n_heads=n_heads, n_kv_heads=n_kv_heads, vocab_size=1000,
                multiple_of=32, ffn_dim_multiplier=1.3, norm_eps=1e-5, rope_theta=500000.0)
-    return params_from_dict(raw | overrides)
+    return raw | overrides
+
+
+def random_params(n_heads=8, n_kv_heads=2, **overrides):
+    return params_from_dict(random_raw_params(n_heads, n_kv_heads, **overrides))
 
 
 def random_weights(params, seed=0, dtype=torch.float32):

@@ -1,10 +1,18 @@
 """Hugging Face's LlamaForCausalLM built from a course model, for reference comparisons."""
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-# Every largest difference measured by tests/test_reference.py, for the summary at the end of the run.
+# Every largest difference measured against transformers (tests/test_reference.py, tests/test_llama31.py),
+# for the summary at the end of the run.
 MEASURED_DIFFS = []
+
+
+def record_diff(ours, theirs):
+    """The largest absolute difference of two logit tensors, recorded for the summary."""
+    diff = (ours - theirs).abs().max().item()
+    MEASURED_DIFFS.append(diff)
+    return diff
 
 
 def meta_to_hf_rows(w, n_heads):
@@ -14,19 +22,40 @@ def meta_to_hf_rows(w, n_heads):
     return w.view(n_heads, head_dim // 2, 2, dim).transpose(1, 2).reshape(-1, dim)
 
 
+def meta_to_hf_pairs(x):
+    """The same reordering for head vectors (..., head_dim) such as cached keys: (x0, x1), (x2, x3), ...
+    become (x0, x1, ...) and (x_half, ...), the halves that "rotate half" pairs up."""
+    return x.unflatten(-1, (-1, 2)).transpose(-1, -2).flatten(-2)
+
+
+def rope_parameters(p):
+    """Hugging Face's RoPE settings for params `p`: Llama 3's plain RoPE, or Llama 3.1's "llama3"
+    scaling as their config.json for Llama 3.1 and 3.2 gives it (only the factor differs by model)."""
+    if p.rope_scaling_factor is None:
+        return {"rope_type": "default", "rope_theta": p.rope_theta}
+    return {"rope_type": "llama3", "rope_theta": p.rope_theta, "factor": p.rope_scaling_factor,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
 def hf_model(model):
-    """An fp32 LlamaForCausalLM with `model`'s weights (upcast, wq/wk permuted)."""
+    """An fp32 LlamaForCausalLM with `model`'s weights (upcast, wq/wk permuted).
+
+    A model whose output layer is its embedding table (`model.tied_output`, Llama 3.2 1B and 3B) gets
+    tie_word_embeddings=True and no lm_head.weight of its own: Hugging Face must tie it to embed_tokens.
+    """
     p = model.params
+    tied = model.tied_output
     config = LlamaConfig(
         vocab_size=p.vocab_size, hidden_size=p.dim, intermediate_size=p.hidden_dim,
         num_hidden_layers=p.n_layers, num_attention_heads=p.n_heads, num_key_value_heads=p.n_kv_heads,
-        rms_norm_eps=p.norm_eps, rope_parameters={"rope_type": "default", "rope_theta": p.rope_theta},
-        max_position_embeddings=p.max_seq_len, tie_word_embeddings=False,
+        rms_norm_eps=p.norm_eps, rope_parameters=rope_parameters(p),
+        max_position_embeddings=p.max_seq_len, tie_word_embeddings=tied,
     )
     config._attn_implementation = "eager"
     w = {name: t.float() for name, t in model.weights.items()}
-    state = {"model.embed_tokens.weight": w["tok_embeddings.weight"],
-             "model.norm.weight": w["norm.weight"], "lm_head.weight": w["output.weight"]}
+    state = {"model.embed_tokens.weight": w["tok_embeddings.weight"], "model.norm.weight": w["norm.weight"]}
+    if not tied:
+        state["lm_head.weight"] = w["output.weight"]
     for i in range(p.n_layers):
         m, hf = f"layers.{i}.", f"model.layers.{i}."
         state |= {
@@ -41,10 +70,30 @@ def hf_model(model):
             hf + "post_attention_layernorm.weight": w[m + "ffn_norm.weight"],
         }
     reference = LlamaForCausalLM(config).float().eval()
-    reference.load_state_dict(state, strict=True)
+    keys = reference.load_state_dict(state, strict=False)
+    # Every tensor is loaded; the one left out, the tied lm_head, is embed_tokens under another name.
+    assert keys.missing_keys == (["lm_head.weight"] if tied else []) and not keys.unexpected_keys, keys
     return reference
 
 
+def hf_cache(cache):
+    """A DynamicCache holding the keys and values of helpers' KVCache `cache` (keys reordered for
+    "rotate half"), so that both models continue from the same stored positions."""
+    hf = DynamicCache()
+    for i, layer in enumerate(cache.layers):
+        keys, values = layer.keys[: layer.length], layer.values[: layer.length]
+        # (positions, kv_heads, head_dim) -> (batch 1, kv_heads, positions, head_dim)
+        hf.update(meta_to_hf_pairs(keys).transpose(0, 1)[None].contiguous(),
+                  values.transpose(0, 1)[None].contiguous(), i)
+    return hf
+
+
 @torch.inference_mode()
-def hf_logits(reference, tokens):
-    return reference(torch.as_tensor(tokens)[None]).logits[0]
+def hf_logits(reference, tokens, cache=None):
+    """The logits of `tokens`; with a DynamicCache `cache`, at the positions after the ones it holds."""
+    tokens = torch.as_tensor(tokens)[None]
+    if cache is None:
+        return reference(tokens).logits[0]
+    start = cache.get_seq_length()
+    positions = torch.arange(start, start + tokens.shape[1])[None]
+    return reference(tokens, past_key_values=cache, position_ids=positions).logits[0]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 from conftest import CLASSIC_IDS, random_model, random_params
-from reference import MEASURED_DIFFS, hf_logits, hf_model
+from reference import hf_logits, hf_model, record_diff
 
 from helpers import forward
 
@@ -14,9 +14,7 @@ def max_diff(model, tokens):
     """The largest absolute difference of the logits; the largest of all is printed at the end of the run."""
     with torch.inference_mode():
         ours = forward(model, tokens)
-    diff = (ours - hf_logits(hf_model(model), tokens)).abs().max().item()
-    MEASURED_DIFFS.append(diff)
-    return diff
+    return record_diff(ours, hf_logits(hf_model(model), tokens))
 
 
 def test_tiny_model_matches_transformers(tiny):
