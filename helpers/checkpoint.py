@@ -113,10 +113,10 @@ def params_from_dict(raw, source="params.json"):
     for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "max_seq_len"):
         if key in values and values[key] <= 0:
             raise LlamaError(f"{source}: {key!r} must be positive, but it is {values[key]}.")
-    # Python's json reads NaN and Infinity: a factor that is either would turn RoPE's angles into NaN or 0.
-    factor = values.get("rope_scaling_factor")
-    if factor is not None and not (math.isfinite(factor) and factor > 0):
-        raise LlamaError(f"{source}: 'rope_scaling_factor' must be a finite number above 0, but it is {factor}.")
+    # Python's json reads NaN and Infinity: any of these being either would turn the output into NaN.
+    for key in ("norm_eps", "rope_theta", "rope_scaling_factor"):
+        if key in values and not (math.isfinite(values[key]) and values[key] > 0):
+            raise LlamaError(f"{source}: {key!r} must be a finite number above 0, but it is {values[key]}.")
     if raw.get("use_scaled_rope"):
         values.setdefault("max_seq_len", SCALED_ROPE_MAX_SEQ_LEN)
         if "rope_scaling_factor" in values:

@@ -92,4 +92,4 @@ def pytest_terminal_summary(terminalreporter):
     if reference is not None and reference.MEASURED_DIFFS:
         diffs = reference.MEASURED_DIFFS
         terminalreporter.write_line(f"reference equivalence: largest |ours - transformers| over {len(diffs)} "
-                                    f"fp32 comparisons of the logits = {max(diffs):.1e} (bound 1e-4)")
+                                    f"fp32 comparisons of the logits = {max(diffs):.1e} (bound {reference.BOUND})")

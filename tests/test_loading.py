@@ -109,6 +109,9 @@ def test_params_that_are_not_json(small):
     ({"n_heads": 7}, "must split into n_heads"),
     ({"n_heads": 8, "n_kv_heads": 3}, "must be a multiple of n_kv_heads"),
     ({"dim": 0}, "must be positive"),
+    ({"rope_theta": float("nan")}, "'rope_theta' must be a finite number above 0, but it is nan"),
+    ({"norm_eps": float("inf")}, "'norm_eps' must be a finite number above 0, but it is inf"),
+    ({"norm_eps": 0.0}, "'norm_eps' must be a finite number above 0, but it is 0.0"),
 ])
 def test_params_with_impossible_values(small, change, message):
     raw = json.loads((small / "params.json").read_text()) | change
