@@ -1,0 +1,93 @@
+"""Every notebook, run top to bottom on checkpoints of real models' exact shapes.
+
+nbval compares the committed outputs on the tiny model; learners run the same notebooks on the
+real models. This runs each one on two of them, with 2 layers each and random bf16 weights, written
+once by scripts/write_synthetic_checkpoint.py into .cache/ (ignored by git) and reused:
+
+- Meta-Llama-3-8B's widths, names and dtype (dim 4096, 32 query heads, 8 key/value heads,
+  feed-forward 14336, vocabulary 128256): 3.0 GB;
+- Llama 3.2 1B's (dim 2048, feed-forward 8192, RoPE scaled by 32, no output.weight: the output
+  layer is the embedding table): 0.8 GB.
+
+Every matrix has the real model's shape, so the code takes the real model's paths, the compiled
+one-row kernel of helpers/compute.py included. What is checked: each notebook runs to the end with
+its own assertions, finds the model it was given, says what it should about RoPE and the output
+layer, and prints no warning; not the outputs (random weights predict nothing).
+"""
+
+import re
+from dataclasses import dataclass
+
+import pytest
+from conftest import load_script
+
+from helpers import REPO_ROOT
+
+runner = load_script("scripts/run_notebooks.py")
+writer = load_script("scripts/write_synthetic_checkpoint.py")
+
+
+@dataclass(frozen=True)
+class Case:
+    shape: str  # a key of the writer's SHAPES
+    folder: str  # in .cache/
+    one_row_kernels: tuple  # matrix shapes that notebook 07's decoding must have compiled
+    printed: dict  # notebook name prefix -> a line it must print
+
+
+CASES = [
+    Case("3-8b", "llama3-8b-2layers", ("(14336, 4096)", "(4096, 14336)", "(128256, 4096)"), {
+        "03": "this model is a Llama 3: params.json has no use_scaled_rope, and RoPE is not scaled",
+        "05": "output.weight: a matrix of its own",
+    }),
+    Case("3.2-1b", "llama3.2-1b-2layers", ("(8192, 2048)", "(2048, 8192)", "(128256, 2048)"), {
+        "02": "RoPE: scaled by 32 (Llama 3.2 1B's factor: params.json says use_scaled_rope, and dim 2048 "
+              "is Llama 3.2 1B's); context 131,072 tokens.",
+        "03": "this model scales RoPE by 32 (Llama 3.2 1B's factor: params.json says use_scaled_rope, "
+              "and dim 2048 is Llama 3.2 1B's)",
+        "05": "output.weight: the embedding table itself (tied)",
+    }),
+]
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# tqdm's progress bar (notebook 06) is the one thing a cell may write to stderr.
+PROGRESS_BAR = re.compile(r"^\s*layers:.*\|[ \d/]*$")
+# Run after notebook 07: decoding must have taken the compiled one-row kernel.
+ONE_ROW_KERNEL_CHECK = """
+import helpers.compute
+assert helpers.compute._fused not in (None, False), "the compiled one-row kernel was never built"
+print(sorted(shape for shape, _, _ in helpers.compute._fused_shapes))
+"""
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[case.shape for case in CASES])
+def case(request):
+    case = request.param
+    folder = REPO_ROOT / ".cache" / case.folder
+    if not (folder / "consolidated.00.pth").is_file():  # the writer renames a folder only when complete
+        shape = writer.SHAPES[case.shape]
+        writer.write_checkpoint(folder, shape.params | {"n_layers": 2}, tied=shape.tied)
+    return case
+
+
+def stream_lines(notebook, name):
+    """The lines a notebook's cells printed to `name` (stdout or stderr)."""
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if output.get("name") == name:
+                yield from output["text"].replace("\r", "\n").splitlines()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_on_a_real_shape(case, path):
+    extra = [ONE_ROW_KERNEL_CHECK] if path.name.startswith("07") else []
+    notebook, _ = runner.execute(path, REPO_ROOT / ".cache" / case.folder, extra_cells=extra)
+    printed = list(stream_lines(notebook, "stdout"))
+    models = {line for line in printed if line.startswith("Model: ")}
+    assert models == {f"Model: .cache/{case.folder} (from LLAMA3_DIR)."}, models
+    if path.name[:2] in case.printed:
+        assert case.printed[path.name[:2]] in printed, "\n".join(printed)
+    unexpected = [line for line in stream_lines(notebook, "stderr") if line.strip() and not PROGRESS_BAR.match(line)]
+    assert not unexpected, f"{path.name} wrote to stderr (a warning?):\n" + "\n".join(unexpected)
+    if extra:
+        compiled = notebook.cells[-1].outputs[0]["text"]
+        assert all(shape in compiled for shape in case.one_row_kernels), compiled
