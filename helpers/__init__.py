@@ -1,6 +1,6 @@
 """What the notebooks build, for later notebooks to import instead of pasting again."""
 
-from .attention import attention, attention_head, causal_mask
+from .attention import attention, attention_head, attention_weights, causal_mask
 from .checkpoint import Params, expected_shapes, load_params, load_weights, params_from_dict
 from .errors import LlamaError
 from .compute import FLOAT32_TOLERANCE, assert_close, linear

@@ -23,13 +23,21 @@ def causal_mask(n_queries, n_keys):
     return torch.zeros(n_queries, n_keys).masked_fill(blocked, float("-inf"))
 
 
+def attention_weights(q, k):
+    """One head's attention weights: q (n_queries, head_dim), k (n_keys, head_dim) -> (n_queries, n_keys).
+
+    Each row is a query's softmax over the keys it may see: scores scaled by 1/sqrt(head_dim), later keys masked.
+    """
+    scores = q @ k.T / math.sqrt(q.shape[-1]) + causal_mask(len(q), len(k))
+    return torch.softmax(scores, dim=-1)
+
+
 def attention_head(x, wq, wk, wv, freqs):
     """One head of causal attention: x (seq, dim), wq/wk/wv (head_dim, dim) -> (seq, head_dim)."""
     q = apply_rope(linear(x, wq), freqs)
     k = apply_rope(linear(x, wk), freqs)
     v = linear(x, wv)
-    scores = q @ k.T / math.sqrt(q.shape[-1]) + causal_mask(len(q), len(k))
-    return torch.softmax(scores, dim=-1) @ v
+    return attention_weights(q, k) @ v
 
 
 def attention(x, wq, wk, wv, wo, n_heads, n_kv_heads, freqs, cache=None):
