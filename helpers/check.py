@@ -50,7 +50,10 @@ def verdict(learner, cases, reference, mistakes):
     for diagnosis, mistake in mistakes.items():
         if same(got, {label: run(mistake) for label, run in cases.items()}):
             return f"wrong: {diagnosis}"
-    return f"wrong: {difference(got, expected)}"
+    try:
+        return f"wrong: {difference(got, expected)}"
+    except Exception as error:  # an output too odd to describe
+        return f"wrong: the output differs from helpers' and cannot be compared ({type(error).__name__}: {error})"
 
 
 def holds_none(result):
