@@ -4,7 +4,9 @@ Each head vector is read as head_dim/2 pairs of numbers, each pair a complex
 number. A token at position m has pair j turned by the angle m * theta_j,
 with theta_j = rope_theta ** (-2j / head_dim): fast turns for the first
 pairs, slow ones for the last. Meta's checkpoint puts the two numbers of a
-pair next to each other (adjacent pairs).
+pair next to each other (adjacent pairs): `apply_rope`. Hugging Face's
+converted checkpoints pair each number with the one half a head further on,
+their wq/wk rows reordered to match: `apply_rope_half_split` (notebook 03b).
 
 Llama 3.1 and later stretch the slow turns so that a context of 128K tokens
 looks, to those pairs, like the 8K the model was first trained on: see
@@ -51,9 +53,23 @@ def rope_frequencies(head_dim, positions, theta, scale_factor=None):
     return torch.polar(torch.ones_like(angles), angles)
 
 
+def lined_up(freqs, x):
+    """`freqs` (seq, head_dim/2) lined up with x's first axis and repeated over any head axes of `x`."""
+    return freqs.view(freqs.shape[0], *[1] * (x.dim() - 2), freqs.shape[-1])
+
+
 def apply_rope(x, freqs):
-    """Rotate `x` (seq, ..., head_dim) by `freqs` (seq, head_dim/2), pair by pair."""
+    """Rotate `x` (seq, ..., head_dim) by `freqs` (seq, head_dim/2), pair by pair: (x0, x1), (x2, x3), ..."""
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    # Line the positions up with x's first axis and repeat them over any head axes.
-    freqs = freqs.view(freqs.shape[0], *[1] * (x.dim() - 2), freqs.shape[-1])
-    return torch.view_as_real(pairs * freqs).flatten(-2).type_as(x)
+    return torch.view_as_real(pairs * lined_up(freqs, x)).flatten(-2).type_as(x)
+
+
+def apply_rope_half_split(x, freqs):
+    """RoPE in Hugging Face's layout ("rotate half"): pair j is (x_j, x_(j + head_dim/2)).
+
+    Right for wq/wk rows reordered as Hugging Face's conversion does; on Meta's own rows, wrong.
+    """
+    half = x.shape[-1] // 2
+    pairs = torch.complex(x[..., :half].float(), x[..., half:].float())
+    turned = pairs * lined_up(freqs, x)
+    return torch.cat([turned.real, turned.imag], dim=-1).type_as(x)
