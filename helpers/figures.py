@@ -6,6 +6,7 @@ with `plt.show()`.
 """
 
 import matplotlib.pyplot as plt
+import torch
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
 HIGHLIGHT = "#ffd54f"  # the "you are here" boxes
@@ -68,5 +69,127 @@ def draw_llama(params, highlight=None):
         if here:
             ax.text(1.4, y, "here ▶", ha="right", va="center", fontsize=9, color="#c62828", fontweight="bold")
     ax.set_title(f"Llama 3 forward pass, shapes for T tokens (dim {params.dim}, {params.n_layers} layers)")
+    fig.tight_layout()
+    return fig
+
+
+def draw_rope(theta, paths):
+    """Left: θ_j per pair, log scale. Right: `paths` ({label: complex values by position}) as numbered points."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    left.semilogy(range(len(theta)), theta, "o-")
+    left.set_xlabel("pair j")
+    left.set_ylabel("θ_j (radians per position)")
+    left.set_title("RoPE frequencies")
+    radius = max(abs(path).max().item() for path in paths.values()) * 1.3
+    for (label, path), marker in zip(paths.items(), "os^D"):
+        right.plot(path.real, path.imag, marker, ls="none", label=label)
+        numbered = []  # positions whose number is drawn: those not too close to one already drawn
+        for m, point in enumerate(path.tolist()):
+            if all(abs(point - other) > 0.1 * radius for other in numbered):
+                numbered.append(point)
+                right.annotate(str(m), (point.real, point.imag), xytext=(1.13 * point.real, 1.13 * point.imag),
+                               fontsize=7, ha="center", va="center")
+    right.set_xlim(-radius, radius)
+    right.set_ylim(-radius, radius)
+    right.set_aspect("equal")
+    right.axhline(0, color="grey", lw=0.5)
+    right.axvline(0, color="grey", lw=0.5)
+    right.set_xlabel("Re (first number of the pair)")
+    right.set_ylabel("Im (second number of the pair)")
+    right.set_title("one query pair placed at each position (numbers: position)")
+    right.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def draw_score_by_distance(distances, scores):
+    """The score q·k against the distance m − n, one curve per query position m in `scores` ({m: scores})."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (m, values), (marker, size) in zip(scores.items(), [("o", 8), ("x", 7), (".", 5), ("+", 7)]):
+        ax.plot(distances, values, marker=marker, ms=size, ls="-" if marker == "o" else "none",
+                label=f"query at position {m}")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("distance m − n (query position − key position)")
+    ax.set_ylabel("score q·k after RoPE")
+    ax.set_title("the same distance gives the same score, wherever the pair sits")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def draw_attention_heads(weights, labels, n_rep, title):
+    """Every head's attention weights (n_heads, seq, seq), token ticks, one colorbar; heads framed by GQA group."""
+    n_heads = len(weights)
+    columns = n_heads if n_heads <= 4 else 4 if n_heads <= 8 else 8
+    rows = -(-n_heads // columns)
+    size = 0.16 * len(labels) + 1.0
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns + 1.2, size * rows + 0.6), squeeze=False)
+    group_colours = plt.get_cmap("tab10")
+    for h, ax in enumerate(axes.flat):
+        if h >= n_heads:
+            ax.axis("off")
+            continue
+        image = ax.imshow(weights[h], cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"head {h} (k/v head {h // n_rep})", fontsize=8)
+        ax.set_xticks(range(len(labels)), labels if h // columns == rows - 1 or h + columns >= n_heads else [],
+                      rotation=90, fontsize=6)
+        ax.set_yticks(range(len(labels)), labels if h % columns == 0 else [], fontsize=6)
+        for spine in ax.spines.values():
+            spine.set_edgecolor(group_colours(h // n_rep % 10))
+            spine.set_linewidth(3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("query (attends from)", fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("key (attends to)", fontsize=7)
+    fig.colorbar(image, ax=axes, label="attention weight", shrink=0.6)
+    fig.suptitle(f"{title}: frame colour = the k/v head a group of {n_rep} query heads shares")
+    return fig
+
+
+def draw_silu(z):
+    """SiLU(z) = z·σ(z) against ReLU and σ."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(z, z * torch.sigmoid(z), label="SiLU(z) = z·σ(z)")
+    ax.plot(z, torch.relu(z), "--", label="ReLU(z)", alpha=0.6)
+    ax.plot(z, torch.sigmoid(z), ":", label="σ(z)")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.axvline(0, color="grey", lw=0.5)
+    ax.set_xlabel("z (input to the gate)")
+    ax.set_ylabel("output")
+    ax.legend()
+    ax.set_title("SiLU, the gate's non-linearity")
+    fig.tight_layout()
+    return fig
+
+
+def draw_top_tokens(probs, labels, title):
+    """Probabilities of the top candidates as horizontal bars on a log scale, best on top."""
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(labels) + 1.2))
+    ax.barh(range(len(labels)), probs)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("probability (log scale)")
+    ax.set_ylabel("candidate next token")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def draw_logit_lens(probs, guesses, token_labels, row_labels):
+    """Each layer's (rows) top guess at each position (columns): its text, and its probability as colour."""
+    width = max(0.8, 0.075 * max(len(label) for row in guesses for label in row))
+    fig, ax = plt.subplots(figsize=(2.5 + width * len(token_labels), 1.8 + 0.45 * len(row_labels)))
+    image = ax.imshow(probs, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for row, row_guesses in enumerate(guesses):
+        for col, guess in enumerate(row_guesses):
+            ax.text(col, row, guess, ha="center", va="center", fontsize=8,
+                    color="white" if probs[row, col] > 0.6 else "black")
+    ax.set_xticks(range(len(token_labels)), token_labels, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
+    ax.set_xlabel("position: the token the guess follows")
+    ax.set_ylabel("residual stream read after")
+    fig.colorbar(image, ax=ax, label="probability of the top guess")
+    ax.set_title("logit lens: top next token after each layer")
     fig.tight_layout()
     return fig
