@@ -76,12 +76,13 @@ def draw_llama(params, highlight=None):
 def draw_rope(theta, paths):
     """Left: θ_j per pair, log scale. Right: `paths` ({label: complex values by position}) as numbered points."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
-    left.semilogy(range(len(theta)), theta, "o-")
+    left.semilogy(range(len(theta)), torch.as_tensor(theta).numpy(), "o-")
     left.set_xlabel("pair j")
     left.set_ylabel("θ_j (radians per position)")
     left.set_title("RoPE frequencies")
     radius = max(abs(path).max().item() for path in paths.values()) * 1.3
     for (label, path), marker in zip(paths.items(), "os^D"):
+        path = torch.as_tensor(path).numpy()
         right.plot(path.real, path.imag, marker, ls="none", label=label)
         numbered = []  # positions whose number is drawn: those not too close to one already drawn
         for m, point in enumerate(path.tolist()):
@@ -129,18 +130,16 @@ def draw_attention_heads(weights, labels, n_rep, title):
         if h >= n_heads:
             ax.axis("off")
             continue
-        image = ax.imshow(weights[h], cmap="viridis", vmin=0, vmax=1)
+        image = ax.imshow(torch.as_tensor(weights[h]).numpy(), cmap="viridis", vmin=0, vmax=1)
         ax.set_title(f"head {h} (k/v head {h // n_rep})", fontsize=8)
-        ax.set_xticks(range(len(labels)), labels if h // columns == rows - 1 or h + columns >= n_heads else [],
-                      rotation=90, fontsize=6)
-        ax.set_yticks(range(len(labels)), labels if h % columns == 0 else [], fontsize=6)
+        bottom, left = h + columns >= n_heads, h % columns == 0  # token names on the outer edges only
+        ax.set_xticks(range(len(labels)), labels if bottom else [], rotation=90, fontsize=6)
+        ax.set_yticks(range(len(labels)), labels if left else [], fontsize=6)
+        ax.set_xlabel("key (attends to)" if bottom else "", fontsize=7)
+        ax.set_ylabel("query (attends from)" if left else "", fontsize=7)
         for spine in ax.spines.values():
             spine.set_edgecolor(group_colours(h // n_rep % 10))
             spine.set_linewidth(3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("query (attends from)", fontsize=7)
-    for ax in axes[-1]:
-        ax.set_xlabel("key (attends to)", fontsize=7)
     fig.colorbar(image, ax=axes, label="attention weight", shrink=0.6)
     fig.suptitle(f"{title}: frame colour = the k/v head a group of {n_rep} query heads shares")
     return fig
@@ -148,6 +147,7 @@ def draw_attention_heads(weights, labels, n_rep, title):
 
 def draw_silu(z):
     """SiLU(z) = z·σ(z) against ReLU and σ."""
+    z = torch.as_tensor(z)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(z, z * torch.sigmoid(z), label="SiLU(z) = z·σ(z)")
     ax.plot(z, torch.relu(z), "--", label="ReLU(z)", alpha=0.6)
@@ -165,7 +165,7 @@ def draw_silu(z):
 def draw_top_tokens(probs, labels, title):
     """Probabilities of the top candidates as horizontal bars on a log scale, best on top."""
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(labels) + 1.2))
-    ax.barh(range(len(labels)), probs)
+    ax.barh(range(len(labels)), torch.as_tensor(probs).numpy())
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     ax.set_xscale("log")
@@ -180,6 +180,7 @@ def draw_logit_lens(probs, guesses, token_labels, row_labels):
     """Each layer's (rows) top guess at each position (columns): its text, and its probability as colour."""
     width = max(0.8, 0.075 * max(len(label) for row in guesses for label in row))
     fig, ax = plt.subplots(figsize=(2.5 + width * len(token_labels), 1.8 + 0.45 * len(row_labels)))
+    probs = torch.as_tensor(probs).numpy()
     image = ax.imshow(probs, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     for row, row_guesses in enumerate(guesses):
         for col, guess in enumerate(row_guesses):
