@@ -33,7 +33,7 @@ def llama_boxes(p):
         ("add_ffn", "h + feed-forward   (residual)"),
         ("norm", f"RMSNorm (norm)   (T, {p.dim})"),
         ("output", f"output   (T, {p.dim}) → logits (T, {p.vocab_size})"),
-        ("next_token", f"last row of logits → next token (argmax or sample), append, repeat"),
+        ("next_token", "last row of logits → next token (argmax or sample), append, repeat"),
     ]
 
 

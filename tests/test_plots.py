@@ -74,7 +74,8 @@ def test_head_grid_has_token_ticks_a_colorbar_and_gqa_groups():
     assert [ax.get_title() for ax in heads[:4]] == [f"head {h} (k/v head {h // 3})" for h in range(4)]
     frame = [ax.spines["left"].get_edgecolor() for ax in heads]
     assert frame[0] == frame[2] != frame[3] == frame[5]  # one colour per key/value head
-    assert [bool(ax.get_xlabel()) for ax in heads] == [False, False, True, True, True, True]  # the bottom of each column
+    # axis names on the outer edges: the bottom of each column, the left of each row
+    assert [bool(ax.get_xlabel()) for ax in heads] == [False, False, True, True, True, True]
     assert [bool(ax.get_ylabel()) for ax in heads] == [True, False, False, False, True, False]
 
 
