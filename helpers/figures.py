@@ -198,7 +198,7 @@ def draw_logit_lens(probs, guesses, token_labels, row_labels):
 
 def draw_gqa(params, kv_head=0):
     """Grouped-query attention: each query head joined to the key/value head it reads; `kv_head`'s group in yellow."""
-    n_rep = params.n_heads // params.n_kv_heads
+    n_rep = params.n_rep
     fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * params.n_heads + 1), 3))
     ax.set_xlim(-0.5, params.n_heads - 0.5)
     ax.set_ylim(-0.6, 2.0)
@@ -266,7 +266,8 @@ def draw_top_k_top_p(probs, labels, top_k, top_p):
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("candidate next token, most likely first")
     ax.set_ylabel("probability")
-    ax.set_title(f"top-p = {top_p} keeps {sum(kept)} tokens (blue), top-k = {top_k} keeps {top_k}")
+    ax.set_title(f"top-p = {top_p} keeps {sum(kept)} of the {len(kept)} tokens shown (blue);"
+                 f" top-k = {top_k} keeps {top_k}")
     ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     return fig
