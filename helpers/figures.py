@@ -194,3 +194,80 @@ def draw_logit_lens(probs, guesses, token_labels, row_labels):
     ax.set_title("logit lens: top next token after each layer")
     fig.tight_layout()
     return fig
+
+
+def draw_gqa(params, kv_head=0):
+    """Grouped-query attention: each query head joined to the key/value head it reads; `kv_head`'s group in yellow."""
+    n_rep = params.n_rep
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * params.n_heads + 1), 3))
+    ax.set_xlim(-0.5, params.n_heads - 0.5)
+    ax.set_ylim(-0.6, 2.0)
+    ax.axis("off")
+    for h in range(params.n_heads):  # the query heads on top, each over the middle of its group below
+        kv = h // n_rep
+        here = kv == kv_head
+        ax.add_patch(Rectangle((h - 0.4, 1.1), 0.8, 0.5, gid=f"q{h}", fc=HIGHLIGHT if here else PLAIN,
+                               ec="#607d8b"))
+        ax.text(h, 1.35, str(h), ha="center", va="center", fontsize=7)
+        ax.plot([h, kv * n_rep + (n_rep - 1) / 2], [1.1, 0.4], color="#c62828" if here else "#90a4ae", lw=1)
+    for kv in range(params.n_kv_heads):
+        here = kv == kv_head
+        ax.add_patch(Rectangle((kv * n_rep - 0.4, -0.1), n_rep - 0.2, 0.5, gid=f"kv{kv}",
+                               fc=HIGHLIGHT if here else PLAIN, ec="#c62828" if here else "#607d8b"))
+        ax.text(kv * n_rep + (n_rep - 1) / 2, 0.15, f"k/v {kv}", ha="center", va="center", fontsize=8)
+    ax.text(-0.5, 1.8, f"{params.n_heads} query heads", fontsize=9)
+    ax.text(-0.5, -0.45, f"{params.n_kv_heads} key/value heads (each read by {n_rep} query heads)", fontsize=9)
+    ax.set_title(f"GQA: query head h reads key/value head h // {n_rep}")
+    fig.tight_layout()
+    return fig
+
+
+def draw_kv_cache(weights, labels, n_prompt):
+    """The cache along the positions (prefill, then one row per decode step, the newest in yellow), and
+    under it the newest query's attention `weights` over those positions as a 1×N heatmap."""
+    n = len(labels)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(7.0, 0.35 * n + 2), 4.4), sharex=True,
+                                      layout="constrained")
+    top.set_ylim(0, 2)
+    top.set_yticks([0.5, 1.5], ["V", "K"])
+    for position in range(n):
+        step = "prefill" if position < n_prompt else "new" if position == n - 1 else "decode"
+        colour = {"prefill": "#90caf9", "decode": "#a5d6a7", "new": HIGHLIGHT}[step]
+        for row in (0, 1):
+            top.add_patch(Rectangle((position - 0.45, row + 0.05), 0.9, 0.9, gid=step, fc=colour, ec="#607d8b"))
+    top.set_title(f"KV cache: the prefill stores K and V of the {n_prompt} prompt positions at once (blue),\n"
+                  "each decode step adds one position (green; this step's in yellow)", fontsize=9)
+    top.set_ylabel("stored per layer")
+    image = bottom.imshow(torch.as_tensor(weights).reshape(1, n).numpy(), cmap="viridis", vmin=0, aspect="auto")
+    bottom.set_yticks([0], ["new query"])
+    bottom.set_xticks(range(n), labels, rotation=90, fontsize=7)
+    bottom.set_xlabel("key position (token)")
+    bottom.set_ylabel("attends from")
+    bottom.set_title("the new token's query against every stored key: one row of weights, 1 × N", fontsize=9)
+    fig.colorbar(image, ax=[top, bottom], label="attention weight", shrink=0.8)
+    return fig
+
+
+def draw_top_k_top_p(probs, labels, top_k, top_p):
+    """The most likely tokens' probabilities (sorted, most likely first) as bars with their running sum.
+    Top-p keeps a token while those before it add up to less than p (blue bars; grey: cut); top-k keeps
+    the k left of the dotted line."""
+    probs = torch.as_tensor(probs)
+    cumulative = torch.cumsum(probs, dim=0)
+    kept = (cumulative - probs < top_p).tolist()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(labels) + 2), 4.5))
+    bars = ax.bar(range(len(labels)), probs.numpy(), color=["C0" if keep else "lightgrey" for keep in kept])
+    for bar, keep in zip(bars, kept):
+        bar.set_gid("kept" if keep else "cut")
+    ax.plot(range(len(labels)), cumulative.numpy(), "o-", color="C1", ms=3, label="running sum of probabilities")
+    ax.axhline(top_p, color="C3", ls="--", label=f"top-p: p = {top_p}")
+    ax.axvline(top_k - 0.5, color="C2", ls=":", label=f"top-k: k = {top_k}")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("candidate next token, most likely first")
+    ax.set_ylabel("probability")
+    ax.set_title(f"top-p = {top_p} keeps {sum(kept)} of the {len(kept)} tokens shown (blue);"
+                 f" top-k = {top_k} keeps {top_k}")
+    ax.legend(loc="center right", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,13 +1,14 @@
-"""The data-flow diagram: its shapes come from the model's params, and the highlight lands on the named boxes."""
+"""The diagrams: their shapes come from the model's params, and the highlight lands where it belongs."""
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from helpers import params_from_dict  # noqa: E402
-from helpers.figures import HIGHLIGHT, draw_llama  # noqa: E402
+from helpers.figures import HIGHLIGHT, draw_gqa, draw_kv_cache, draw_llama, draw_top_k_top_p  # noqa: E402
 
 LLAMA3_8B = dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, vocab_size=128256, multiple_of=1024,
                  ffn_dim_multiplier=1.3, norm_eps=1e-5, rope_theta=500000.0)
@@ -53,3 +54,50 @@ def test_the_highlight_lands_on_the_named_boxes(highlight, expected):
 def test_an_unknown_box_is_an_error():
     with pytest.raises(ValueError, match="no box named"):
         draw_llama(params_from_dict(SMALL), "attn")
+
+
+def gids(fig, kind):
+    return [patch.get_gid() for ax in fig.axes for patch in ax.patches if isinstance(patch, kind)]
+
+
+@pytest.mark.parametrize("params, kv_head, group", [(SMALL, 1, {"kv1", "q3", "q4", "q5"}),
+                                                    (LLAMA3_8B, 7, {"kv7", "q28", "q29", "q30", "q31"})])
+def test_gqa_joins_each_query_head_to_its_key_value_head(params, kv_head, group):
+    p = params_from_dict(params)
+    fig = draw_gqa(p, kv_head)
+    boxes = gids(fig, matplotlib.patches.Rectangle)
+    assert sorted(boxes) == sorted([f"q{h}" for h in range(p.n_heads)] + [f"kv{kv}" for kv in range(p.n_kv_heads)])
+    assert highlighted(fig) == group
+    ax = fig.axes[0]
+    assert len(ax.lines) == p.n_heads  # one line per query head, ending over its key/value head's box
+    kv_box = {patch.get_gid(): patch for patch in ax.patches}[f"kv{kv_head}"]
+    first = ax.lines[min(int(g[1:]) for g in group if g.startswith("q"))]
+    assert kv_box.get_x() < first.get_xdata()[1] < kv_box.get_x() + kv_box.get_width()
+    assert f"query head h reads key/value head h // {p.n_rep}" in ax.get_title()
+    plt.close(fig)
+
+
+def test_kv_cache_prefill_decode_and_the_new_row():
+    labels = [f"'t{i}'" for i in range(7)]
+    fig = draw_kv_cache(torch.softmax(torch.randn(7), dim=0), labels, n_prompt=4)
+    cache, row = fig.axes[0], fig.axes[1]
+    steps = [patch.get_gid() for patch in cache.patches]
+    assert steps == ["prefill"] * 8 + ["decode"] * 4 + ["new"] * 2  # a K and a V cell per position
+    assert highlighted(fig) == {"new"}
+    assert [patch.get_x() for patch in cache.patches if patch.get_gid() == "new"] == [6 - 0.45] * 2
+    assert row.images[0].get_array().shape == (1, 7)
+    assert [tick.get_text() for tick in row.get_xticklabels()] == labels
+    assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_top_p_keeps_until_the_running_sum_reaches_p():
+    probs = torch.tensor([0.4, 0.3, 0.2, 0.05, 0.05])
+    fig = draw_top_k_top_p(probs, list("abcde"), top_k=2, top_p=0.75)
+    ax = fig.axes[0]
+    assert [patch.get_gid() for patch in ax.patches] == ["kept"] * 3 + ["cut"] * 2  # 0.4 + 0.3 < 0.75
+    running, p_line, k_line = ax.lines
+    assert running.get_ydata() == pytest.approx([0.4, 0.7, 0.9, 0.95, 1.0])
+    assert list(p_line.get_ydata()) == [0.75, 0.75] and list(k_line.get_xdata()) == [1.5, 1.5]
+    assert ax.get_xlabel() and ax.get_ylabel()
+    plt.close(fig)
