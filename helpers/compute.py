@@ -12,9 +12,10 @@ One case gets a faster path. Decoding with a KV cache multiplies every
 matrix by a single vector, so its speed is how fast the weights are read.
 Converting a block and multiplying it take turns, which reads the weights at
 about half the memory bandwidth (bench/linear_bf16.py). For a single row and
-a large matrix, `linear` uses a kernel that torch.compile generates from
-`(w.float() * x).sum(-1)`: it converts each weight in a register and adds up
-in float32 as it goes, in one pass and with no float32 copy. Where
+a real model's matrix (any Llama 3's, from the 1B up), `linear` uses a
+kernel that torch.compile generates from `(w.float() * x).sum(-1)`: it
+converts each weight in a register and adds up in float32 as it goes, in one
+pass and with no float32 copy. Where
 torch.compile cannot build it (no C++ compiler, say), the block path is used
 from then on.
 """
@@ -29,11 +30,17 @@ BLOCK_ELEMENTS = 1 << 20
 
 _buffer = torch.empty(0)
 
-# The fused one-row path is for matrices at least this large: the 8B's, not the tiny model's, whose
-# decoding is bound by overheads rather than by reading weights. torch.compile builds one kernel per
-# matrix shape on first use (1 to 10 seconds each). Past FUSED_MAX_SHAPES shapes, new ones take the
-# block path: torch.compile would otherwise, at its own limit, run `_matvec` uncompiled.
-FUSED_MIN_ELEMENTS = 1 << 24
+# The fused one-row path is for the matrices of real Llama 3 models, not the tiny model's, whose
+# decoding is bound by overheads rather than by reading weights. A real model's matrices are all at
+# least FUSED_MIN_WIDTH wide (its width is 2048 or more: Llama 3.2 1B's) and hold at least
+# FUSED_MIN_ELEMENTS numbers (the smallest, the 1B's wk and wv, are 512 x 2048); the tiny model's
+# are 64 or 224 wide, its 128256 x 64 output table included. On the 1B's 2048 x 2048 and
+# 512 x 2048 matrices the fused kernel took a third and a fifth of the block path's time.
+# torch.compile builds one kernel per matrix shape on first use (1 to 10 seconds each; a Llama 3 has
+# 5 shapes). Past FUSED_MAX_SHAPES shapes, new ones take the block path: torch.compile would
+# otherwise, at its own limit, run `_matvec` uncompiled.
+FUSED_MIN_ELEMENTS = 1 << 20
+FUSED_MIN_WIDTH = 1024
 FUSED_MAX_SHAPES = 6
 _fused = None  # the compiled kernel; None until first needed, False where it cannot be built
 _fused_shapes = set()
@@ -70,7 +77,7 @@ def linear(x, w):
         return x @ w.T
     if torch.is_grad_enabled() and x.requires_grad:
         return x @ w.to(x.dtype).T  # out= below records no gradient; training takes this path
-    if x.numel() == x.shape[-1] and w.numel() >= FUSED_MIN_ELEMENTS:
+    if x.numel() == x.shape[-1] and w.numel() >= FUSED_MIN_ELEMENTS and w.shape[1] >= FUSED_MIN_WIDTH:
         out = _fused_matvec(w, x.reshape(-1))
         if out is not None:
             return out.view(*x.shape[:-1], w.shape[0])

@@ -1,4 +1,4 @@
-"""The synthetic-checkpoint writer, the 8B benchmark's parts and `linear`, on small shapes (no timing is asserted)."""
+"""The synthetic-checkpoint writer, the fit benchmark's parts and `linear`, on small shapes (no timing is asserted)."""
 
 import ctypes
 import json
@@ -13,10 +13,14 @@ from helpers import REPO_ROOT, expected_shapes, forward, linear, load_model, par
 
 
 writer = load_script("scripts/write_synthetic_checkpoint.py")
-bench = load_script("bench/fit_8b.py")
+bench = load_script("bench/fit.py")
 
 # The 8B's params with a small dim and 2 layers; the vocabulary stays 128256 so the real tokenizer fits.
 SMALL = writer.LLAMA3_8B_PARAMS | {"dim": 64, "n_layers": 2, "n_heads": 8, "n_kv_heads": 2, "multiple_of": 32}
+# Llama 3.2 1B's params (scaled RoPE) made as small; written tied, as the 3.2 models are: no output.weight.
+SMALL_TIED = writer.LLAMA3_2_1B_PARAMS | {"dim": 64, "n_layers": 2, "n_heads": 8, "n_kv_heads": 2, "multiple_of": 32}
+# llama_models' name for each shape, whose arch_args are Meta's params.json.
+SKUS = {"3-8b": "Llama-3-8B", "3.1-8b": "Llama3.1-8B", "3.2-1b": "Llama3.2-1B", "3.2-3b": "Llama3.2-3B"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -35,6 +39,11 @@ def small_dir(tmp_path_factory):
     return writer.write_checkpoint(tmp_path_factory.mktemp("synthetic") / "small", SMALL)
 
 
+@pytest.fixture(scope="module")
+def small_tied_dir(tmp_path_factory):
+    return writer.write_checkpoint(tmp_path_factory.mktemp("synthetic") / "small-tied", SMALL_TIED, tied=True)
+
+
 def test_writes_the_8b_params_and_every_tensor_in_bf16(small_dir):
     assert json.loads((small_dir / "params.json").read_text()) == SMALL
     weights = torch.load(small_dir / "consolidated.00.pth", mmap=True, weights_only=True)
@@ -51,6 +60,42 @@ def test_the_8b_shapes_come_from_helpers():
     p = params_from_dict(writer.LLAMA3_8B_PARAMS)
     assert (p.hidden_dim, p.n_layers, p.vocab_size) == (14336, 32, 128256)
     assert round(writer.checkpoint_bytes(p) / 1e9, 2) == 16.06
+
+
+def test_the_shapes_are_metas():
+    from llama_models.sku_list import resolve_model
+
+    assert set(writer.SHAPES) == set(SKUS)
+    for key, sku in SKUS.items():
+        arch = resolve_model(sku).arch_args
+        if not arch["use_scaled_rope"]:  # Meta-Llama-3-8B's own params.json has no use_scaled_rope key
+            arch = {k: v for k, v in arch.items() if k != "use_scaled_rope"}
+        assert writer.SHAPES[key].params == arch, key
+    assert {key for key, shape in writer.SHAPES.items() if shape.tied} == {"3.2-1b", "3.2-3b"}
+    assert writer.SHAPES[writer.DEFAULT_SHAPE].params is writer.LLAMA3_8B_PARAMS
+
+
+@pytest.mark.parametrize("key, hidden_dim, gigabytes", [
+    ("3-8b", 14336, 16.06), ("3.1-8b", 14336, 16.06), ("3.2-1b", 8192, 2.47), ("3.2-3b", 8192, 6.43)])
+def test_each_shape_and_its_size(key, hidden_dim, gigabytes):
+    shape = writer.SHAPES[key]
+    p = params_from_dict(shape.params)
+    assert p.hidden_dim == hidden_dim
+    assert round(writer.checkpoint_bytes(p, shape.tied) / 1e9, 2) == gigabytes
+    names = writer.checkpoint_shapes(p, shape.tied)
+    assert ("output.weight" in names) != shape.tied
+    assert set(expected_shapes(p)) - set(names) == ({"output.weight"} if shape.tied else set())
+
+
+def test_a_tied_shape_has_no_output_weight_and_loads_tied(small_tied_dir):
+    assert json.loads((small_tied_dir / "params.json").read_text()) == SMALL_TIED  # nothing but Meta's keys
+    weights = torch.load(small_tied_dir / "consolidated.00.pth", mmap=True, weights_only=True)
+    assert "output.weight" not in weights
+    p = params_from_dict(SMALL_TIED)
+    assert {name: tuple(t.shape) for name, t in weights.items()} == writer.checkpoint_shapes(p, tied=True)
+    assert writer.checkpoint_bytes(p, tied=True) == sum(2 * t.numel() for t in weights.values())
+    model = load_model(small_tied_dir, verbose=False)
+    assert model.tied_output and model.params.rope_scaling_factor is not None
 
 
 def test_same_seed_same_values(small_dir, tmp_path):
@@ -87,6 +132,24 @@ def test_command_line_checks_the_layer_count(capsys):
     with pytest.raises(SystemExit):
         writer.main(["/tmp/never-written", "--layers", "0"])
     assert "--layers must be between 1 and 32" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        writer.main(["/tmp/never-written", "--shape", "3.2-1b", "--layers", "17"])
+    assert "--layers must be between 1 and 16 (Llama 3.2 1B has 16 layers)" in capsys.readouterr().err
+
+
+def test_command_line_writes_the_shape_asked_for(tmp_path, monkeypatch, capsys):
+    written = {}
+
+    def stand_in(out, raw, seed, tied):
+        written.update(raw=raw, tied=tied)
+        out.mkdir()
+        (out / "consolidated.00.pth").write_bytes(b"")
+        return out
+
+    monkeypatch.setattr(writer, "write_checkpoint", stand_in)
+    assert writer.main([str(tmp_path / "out"), "--shape", "3.2-3b", "--layers", "2"]) == 0
+    assert written == {"raw": writer.LLAMA3_2_3B_PARAMS | {"n_layers": 2}, "tied": True}
+    assert "Llama 3.2 3B's shapes, 2 of 28 layers, output tied" in capsys.readouterr().out
 
 
 def run_child(capsys, mode, model_dir, decode_tokens=0):
@@ -96,8 +159,13 @@ def run_child(capsys, mode, model_dir, decode_tokens=0):
     return json.loads(line[7:])
 
 
-def test_the_tutorial_way_computes_the_same_logits_as_helpers(small_dir):
-    """The anti-pattern is slow and memory-hungry, but it must compute the same model, or the comparison is unfair."""
+@pytest.mark.parametrize("folder", ["small_dir", "small_tied_dir"])
+def test_the_tutorial_way_computes_the_same_logits_as_helpers(request, folder):
+    """The anti-pattern is slow and memory-hungry, but it must compute the same model, or the comparison is unfair.
+
+    On the tied, scaled-RoPE shape too: its output layer is the embedding table, and its RoPE is Llama 3.1's.
+    """
+    small_dir = request.getfixturevalue(folder)
     config, weights, embedding, tokenizer = bench.tutorial_load(small_dir)
     tokens = tokenizer.encode(bench.PROMPT)
     with torch.inference_mode():
@@ -109,9 +177,11 @@ def test_the_tutorial_way_computes_the_same_logits_as_helpers(small_dir):
 
 
 @pytest.mark.parametrize("mode", ["tutorial", "helpers", "decode"])
-def test_each_measurement_reports_its_figures(small_dir, capsys, mode):
-    result = run_child(capsys, mode, small_dir, decode_tokens=3)
-    expected = {"load_s", "prefill_s", "vmhwm_kib"} | ({"tokens_per_s"} if mode == "decode" else {"again_s"})
+@pytest.mark.parametrize("folder", ["small_dir", "small_tied_dir"])
+def test_each_measurement_reports_its_figures(request, capsys, mode, folder):
+    result = run_child(capsys, mode, request.getfixturevalue(folder), decode_tokens=3)
+    decode = {"tokens_per_s", "warmup_s"}
+    expected = {"load_s", "prefill_s", "vmhwm_kib"} | (decode if mode == "decode" else {"again_s"})
     assert expected <= set(result)
     assert result["vmhwm_kib"] > 0
 
@@ -130,6 +200,28 @@ def test_a_sigkill_reads_as_out_of_memory():
 def test_bench_refuses_a_missing_checkpoint(tmp_path, capsys):
     assert bench.main([str(tmp_path)]) == 1
     assert "write_synthetic_checkpoint.py" in capsys.readouterr().err
+
+
+def test_bench_sizes_come_from_the_checkpoint(small_dir, small_tied_dir):
+    for folder, params in ((small_dir, SMALL), (small_tied_dir, SMALL_TIED)):
+        size = (folder / "consolidated.00.pth").stat().st_size
+        assert bench.checkpoint_size(folder) == size
+        assert bench.tutorial_need(folder) == size + 4 * params["vocab_size"] * params["dim"] + bench.GiB
+    assert "dim 64, 2 layers, 8 heads, 2 key/value heads, scaled RoPE" == bench.describe(small_tied_dir)
+    assert bench.safety_limit() % bench.GiB == 0 and bench.safety_limit() >= bench.GiB
+
+
+def test_others_busy_is_a_share_of_the_cpus():
+    meter = bench.OthersMeter()
+    sum(i * i for i in range(300_000))  # this process's own work is not the others'
+    assert 0.0 <= meter.share() <= 1.0
+
+
+def test_bench_memory_limits_option():
+    assert bench.gib_list("2,4") == (2, 4)
+    for bad in ("", "4,x", "0", "-2"):
+        with pytest.raises(bench.argparse.ArgumentTypeError):
+            bench.gib_list(bad)
 
 
 def test_linear_buffer_made_under_inference_mode_works_outside_it(monkeypatch):

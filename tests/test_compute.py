@@ -9,10 +9,11 @@ from helpers import FLOAT32_TOLERANCE, assert_close, linear
 
 @pytest.fixture
 def fresh_fused(monkeypatch):
-    """A fused path not tried yet, taken by any matrix (the real threshold is the 8B's sizes)."""
+    """A fused path not tried yet, taken by any matrix (the real thresholds are real models' sizes)."""
     monkeypatch.setattr(compute, "_fused", None)
     monkeypatch.setattr(compute, "_fused_shapes", set())
     monkeypatch.setattr(compute, "FUSED_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(compute, "FUSED_MIN_WIDTH", 0)
 
 
 def weights_and_row(rows=384, dim=256):
@@ -70,3 +71,27 @@ def test_assert_close_allows_rounding_and_refuses_mistakes(fresh_fused):
         assert_close(torch.tensor([0.0, 1.0]), torch.tensor([float("-inf"), 1.0]))  # a mask is exact
     with pytest.raises(AssertionError):
         assert_close(torch.tensor([1, 2]), torch.tensor([1, 3]))  # so are integers
+
+
+
+def takes_the_one_row_kernel(shape, monkeypatch):
+    """Whether `linear` sends one row times a bf16 matrix of `shape` to the compiled kernel (not run here)."""
+    taken = []
+    monkeypatch.setattr(compute, "_fused_matvec", lambda w, x: taken.append(w.shape) or torch.zeros(w.shape[0]))
+    w = torch.zeros((), dtype=torch.bfloat16).expand(shape)  # the shape without the memory
+    out = linear(torch.zeros(1, shape[1]), w)
+    assert out.shape == (1, shape[0])
+    return bool(taken)
+
+
+@pytest.mark.parametrize("shape", [(512, 2048), (2048, 2048), (8192, 2048), (2048, 8192), (128256, 2048),
+                                   (1024, 3072), (3072, 3072), (1024, 4096), (4096, 14336)])
+def test_every_matrix_of_a_real_llama_3_takes_the_one_row_kernel(shape, monkeypatch):
+    """From Llama 3.2 1B's smallest (its wk and wv, 512 x 2048) to the 8B's largest."""
+    assert takes_the_one_row_kernel(shape, monkeypatch)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (16, 64), (224, 64), (64, 224), (128256, 64)])
+def test_no_matrix_of_the_tiny_model_takes_it(shape, monkeypatch):
+    """The tiny model's decoding is bound by overheads: compiling kernels for it would only cost time."""
+    assert not takes_the_one_row_kernel(shape, monkeypatch)

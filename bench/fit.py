@@ -1,9 +1,13 @@
-"""Will the 8B fit? The usual tutorial code against the helpers, side by side, on an 8B-shaped checkpoint.
+"""Will it fit? The usual tutorial code against the helpers, side by side, on a checkpoint of any Llama 3 shape.
 
-    .venv/bin/python scripts/write_synthetic_checkpoint.py /tmp/llama3-8b-synthetic
-    .venv/bin/python bench/fit_8b.py /tmp/llama3-8b-synthetic
+    .venv/bin/python scripts/write_synthetic_checkpoint.py /tmp/llama3.2-1b-synthetic --shape 3.2-1b
+    .venv/bin/python bench/fit.py /tmp/llama3.2-1b-synthetic
 
-Each measurement runs in a fresh Python process, so that its peaks are its own:
+The folder can be any Llama 3 checkpoint: a synthetic one of a real model's
+shapes (scripts/write_synthetic_checkpoint.py --shape 3-8b, 3.1-8b, 3.2-1b or
+3.2-3b), or the real thing. Every size comes from its params.json and its
+file. Each measurement runs in a fresh Python process, so that its peaks are
+its own:
 
   (a) the usual tutorial way (the anti-pattern, written out below as tutorials
       teach it): torch.load without mmap, an fp32 nn.Embedding copy of the
@@ -22,23 +26,35 @@ classic prompt), the peak RSS and the peak anonymous memory:
 (a) and (b) each run twice: "cold", with the page cache dropped first (root
 only; "?" where that is not allowed), so that the checkpoint comes from disk,
 and "warm", with the file read into the page cache first (as on a second run).
-Cold, both are bound by the disk: each reads 16 GB once. (c) runs warm.
+Cold, both are bound by the disk: each reads the whole checkpoint once. (a)
+is skipped where the memory available could not hold it: the whole
+checkpoint, plus the float32 copy of the embedding table, plus 1 GiB.
+
+(c) runs warm. Its first decoded token builds the compiled one-row kernels of
+helpers/compute.py (about 30 s per new model shape, a few seconds when
+torch's compile cache has them); that happens in a warm-up run, reported on
+its own, so the tokens/s are those of decoding alone.
 
 Then a memory-limit check runs (b) under cgroup v1 memory limits of 4, 6, 8
-and 12 GiB, smallest first, and reports the smallest that passes. (a) and (b)
-run in cgroups with a 20 GiB limit, so that only they are killed if they go
-too far. Options: --cache cold|warm|both, --skip-tutorial, --skip-limits,
+and 12 GiB (--limits), smallest first, and reports the smallest that passes.
+(a) and (b) run in cgroups limited to this machine's memory less 3 GiB (20
+GiB on a 24 GB machine), so that only they are killed if they go too far.
+Options: --cache cold|warm|both, --skip-tutorial, --skip-limits, --limits,
 --decode-tokens N.
 
 A benchmark, not a test: the figures depend on the machine, and on what else
 runs on it. With PyTorch's default of one thread per core, one other busy
 process makes its parallel regions wait for a descheduled thread: a forward
-pass ran 10x slower here that way. How busy the CPUs were is printed first.
+pass ran 10x slower here that way. How busy the CPUs were is printed first,
+and each run's row says how much of the CPUs other processes used while it
+ran ("others"; the child's own compile or I/O work is not counted).
 """
 
 import argparse
 import json
+import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -53,7 +69,7 @@ PROMPT = "the answer to the ultimate question of life, the universe, and everyth
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 GiB = 1 << 30
 LIMITS_GIB = (4, 6, 8, 12)
-TUTORIAL_LIMIT_GIB = 20
+SAFETY_HEADROOM_GIB = 3  # (a) and (b) may use all of the machine's memory but this
 SAMPLE_SECONDS = 0.005
 
 
@@ -68,9 +84,9 @@ def tutorial_load(model_dir):
 
     with open(Path(model_dir) / "params.json") as f:
         config = json.load(f)
-    # The whole 16 GB checkpoint is read into memory (no mmap).
+    # The whole checkpoint is read into memory (no mmap): 16 GB for an 8B.
     model = torch.load(Path(model_dir) / "consolidated.00.pth", weights_only=True)
-    # A float32 copy of the whole embedding table: 128256 x 4096 x 4 bytes = 2.1 GB more.
+    # A float32 copy of the whole embedding table: vocab_size x dim x 4 bytes, 2.1 GB more for an 8B.
     embedding_layer = torch.nn.Embedding(config["vocab_size"], config["dim"])
     embedding_layer.weight.data.copy_(model["tok_embeddings.weight"])
     return config, model, embedding_layer, load_tokenizer(model_dir)
@@ -92,6 +108,10 @@ def tutorial_forward(config, model, embedding_layer, tokens):
     tokens = torch.tensor(tokens)
     final_embedding = embedding_layer(tokens).to(torch.bfloat16)
     freqs = 1.0 / (config["rope_theta"] ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    if config.get("use_scaled_rope"):  # Llama 3.1 and later; the factor is the model's (see helpers.checkpoint)
+        from helpers import scale_frequencies
+        from helpers.checkpoint import rope_scaling_for
+        freqs = scale_frequencies(freqs, rope_scaling_for(dim)[0])
     freqs_for_each_token = torch.outer(torch.arange(len(tokens)).float(), freqs)
     freqs_cis = torch.polar(torch.ones_like(freqs_for_each_token), freqs_for_each_token)
     mask = torch.triu(torch.full((len(tokens), len(tokens)), float("-inf")), diagonal=1)
@@ -123,7 +143,9 @@ def tutorial_forward(config, model, embedding_layer, tokens):
             torch.nn.functional.silu(torch.matmul(normalized, w1.T)) * torch.matmul(normalized, w3.T), w2.T)
         final_embedding = embedding_after_edit + output_after_feedforward
     final_embedding = tutorial_rms_norm(final_embedding, model["norm.weight"], eps)
-    return torch.matmul(final_embedding[-1], model["output.weight"].T)
+    # Llama 3.2 1B and 3B have no output.weight: the output layer is the embedding table (tied).
+    output = model["output.weight"] if "output.weight" in model else model["tok_embeddings.weight"]
+    return torch.matmul(final_embedding[-1], output.T)
 
 
 # ---------------------------------------------------------------------------
@@ -168,9 +190,10 @@ def child(mode, model_dir, logits_file, decode_tokens):
             model, result["load_s"] = timed(load_model, model_dir, verbose=False)
             tokens = model.tokenizer.encode(PROMPT)
             # A first run maps every page of the checkpoint into this process (and reads the weights into the
-            # page cache if they are not there), which would bias what follows. Then one new token is the
-            # prefill; decoding is the difference between that and a run of `decode_tokens` new tokens.
-            generate(model, tokens, 1, stop_ids=())
+            # page cache if they are not there), and its one decoded token builds the compiled one-row
+            # kernels (helpers/compute.py): both would bias what follows. Then one new token is the prefill;
+            # decoding is the difference between that and a run of `decode_tokens` new tokens.
+            _, result["warmup_s"] = timed(generate, model, tokens, 2, stop_ids=())
             _, result["prefill_s"] = timed(generate, model, tokens, 1, stop_ids=())
             out, total = timed(generate, model, tokens, decode_tokens, stop_ids=())
             assert len(out.new_ids) == decode_tokens
@@ -241,6 +264,7 @@ def run_child(mode, model_dir, cgroup=None, logits_file=None, decode_tokens=0):
     """Run one measurement in a fresh process; sample its RssAnon; return its results (or why it failed)."""
     command = [sys.executable, __file__, "--child", mode, str(model_dir),
                "--logits-file", logits_file or "", "--decode-tokens", str(decode_tokens)]
+    others = OthersMeter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
                                preexec_fn=lambda: prepare_child(cgroup))
     peak_anon = 0
@@ -249,7 +273,7 @@ def run_child(mode, model_dir, cgroup=None, logits_file=None, decode_tokens=0):
         time.sleep(SAMPLE_SECONDS)
     lines = [line for line in process.stdout.read().splitlines() if line.startswith("RESULT ")]
     result = json.loads(lines[-1][7:]) if process.returncode == 0 and lines else {}
-    result |= {"returncode": process.returncode, "peak_anon_kib": peak_anon}
+    result |= {"returncode": process.returncode, "peak_anon_kib": peak_anon, "others_busy": others.share()}
     if cgroup is not None:
         result["oom_kills"] = oom_kills(cgroup)
         result["cgroup_max_usage"] = int(cgroup.read("memory.max_usage_in_bytes"))
@@ -280,12 +304,40 @@ def failure(result):
     return f"failed with exit status {code}"
 
 
+def idle_and_total():
+    """All CPUs' idle (with iowait) and total time so far, in clock ticks, from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(n) for n in f.readline().split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def own_cpu_seconds():
+    """CPU time used so far by this process and by the children it has waited for."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class OthersMeter:
+    """How busy other processes kept the CPUs from now on: all CPU time used, less this process's and its children's.
+
+    On 2 cores, one other busy process can make a run several times slower (see the top of this file),
+    so a figure measured while others were busy is not this code's.
+    """
+
+    def __init__(self):
+        (self.idle, self.total), self.own = idle_and_total(), own_cpu_seconds()
+
+    def share(self):
+        """The share of all CPU time, since this meter was made, that other processes used."""
+        idle, total = idle_and_total()
+        ticks = max(1, total - self.total)
+        busy_seconds = (ticks - (idle - self.idle)) / os.sysconf("SC_CLK_TCK")
+        others = busy_seconds - (own_cpu_seconds() - self.own)
+        return max(0.0, others * os.sysconf("SC_CLK_TCK") / ticks)
+
+
 def cpu_busy(seconds=1.0):
     """The share of CPU time not idle over `seconds`, from /proc/stat (the load average counts sleeping tasks too)."""
-    def idle_and_total():
-        with open("/proc/stat") as f:
-            ticks = [int(n) for n in f.readline().split()[1:]]
-        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait, all
     idle, total = idle_and_total()
     time.sleep(seconds)
     idle_after, total_after = idle_and_total()
@@ -294,6 +346,24 @@ def cpu_busy(seconds=1.0):
 
 def checkpoint_size(model_dir):
     return sum(p.stat().st_size for p in Path(model_dir).glob("consolidated.*.pth"))
+
+
+def describe(model_dir):
+    """The shapes of the checkpoint in a few words, from params.json (the file is not opened)."""
+    config = json.loads(Path(model_dir, "params.json").read_text())
+    return (f"dim {config['dim']}, {config['n_layers']} layers, {config['n_heads']} heads, "
+            f"{config['n_kv_heads']} key/value heads" + (", scaled RoPE" if config.get("use_scaled_rope") else ""))
+
+
+def tutorial_need(model_dir):
+    """Bytes (a) holds: the whole checkpoint, a float32 copy of the embedding table, and 1 GiB for the rest."""
+    config = json.loads(Path(model_dir, "params.json").read_text())
+    return checkpoint_size(model_dir) + 4 * config["vocab_size"] * config["dim"] + GiB
+
+
+def safety_limit():
+    """The memory limit of (a) and (b)'s cgroups: this machine's memory less SAFETY_HEADROOM_GIB, in whole GiB."""
+    return max(1, status_meminfo("MemTotal") * 1024 // GiB - SAFETY_HEADROOM_GIB) * GiB
 
 
 def mem_available():
@@ -316,15 +386,15 @@ def seconds(value):
 def measure(args):
     model_dir = Path(args.model_dir)
     size = checkpoint_size(model_dir)
-    print(f"Checkpoint: {model_dir} ({size / 1e9:.2f} GB), {torch.get_num_threads()} threads, "
+    print(f"Checkpoint: {model_dir} ({size / 1e9:.2f} GB; {describe(model_dir)}), {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs, {mem_available() / 1e9:.1f} GB available, CPUs {cpu_busy():.0%} busy "
           "before the start (other work distorts the times).")
     cgroup_problem = cgroup_v1_problem()
     modes = {"helpers": "(b) helpers"}
     if args.skip_tutorial:
         print("(a) skipped (--skip-tutorial).")
-    elif mem_available() < 1.15 * size + GiB:
-        print(f"(a) skipped: it needs about {(1.15 * size + GiB) / 1e9:.1f} GB of memory and "
+    elif mem_available() < tutorial_need(model_dir):
+        print(f"(a) skipped: it needs about {tutorial_need(model_dir) / 1e9:.1f} GB of memory and "
               f"{mem_available() / 1e9:.1f} GB are available.")
     else:
         modes = {"tutorial": "(a) tutorial way"} | modes
@@ -345,7 +415,7 @@ def measure(args):
     elif cgroup_problem:
         print(f"\nMemory-limit check skipped: {cgroup_problem}.")
     else:
-        limit_check(model_dir)
+        limit_check(model_dir, args.limits)
 
 
 def set_page_cache(state, model_dir):
@@ -362,19 +432,19 @@ def set_page_cache(state, model_dir):
 
 
 def run_measured(mode, name, state, model_dir, cgroup_problem, logits_file):
-    """One run of `mode` from a cold or warm page cache, in a 20 GiB safety cgroup where there is one."""
+    """One run of `mode` from a cold or warm page cache, in a safety cgroup (see safety_limit) where there is one."""
     state = set_page_cache(state, model_dir)
     print(f"{name} ({state} page cache) ...", flush=True)
     if cgroup_problem:
         return run_child(mode, model_dir, logits_file=str(logits_file))
-    with MemoryCgroup(mode, TUTORIAL_LIMIT_GIB * GiB) as cgroup:
+    with MemoryCgroup(mode, safety_limit()) as cgroup:
         return run_child(mode, model_dir, cgroup, logits_file=str(logits_file))
 
 
 def print_table(rows):
     print()
     header = f"{'':<22}{'cache':>6}{'load':>9}{'prefill':>9}{'again':>9}{'load+prefill':>14}" \
-             f"{'peak RSS':>11}{'peak anon':>11}{'decode':>12}"
+             f"{'peak RSS':>11}{'peak anon':>11}{'decode':>12}{'others':>8}"
     print(header)
     print("-" * len(header))
     for (name, cache), r in rows.items():
@@ -385,10 +455,16 @@ def print_table(rows):
         decode = f"{r['tokens_per_s']:.2f} tok/s" if "tokens_per_s" in r else "-"
         print(f"{name:<22}{cache:>6}{seconds(r['load_s']):>9}{seconds(r['prefill_s']):>9}"
               f"{seconds(r.get('again_s')):>9}{seconds(total):>14}{gb(r['vmhwm_kib']):>11}"
-              f"{gb(r['peak_anon_kib']):>11}{decode:>12}")
+              f"{gb(r['peak_anon_kib']):>11}{decode:>12}{r['others_busy']:>8.0%}")
+    for (name, cache), r in rows.items():
+        if "warmup_s" in r and not failure(r):
+            print(f"\n{name}: the warm-up run before it (the prefill, and one decoded token that builds the "
+                  f"compiled one-row kernels) took {r['warmup_s']:.1f} s.")
     print("\nload: params, tokenizer and weights ready; prefill: the 17-token classic prompt (first run, "
           "then again in the same process).\npeak RSS: VmHWM, counts touched pages of the memory-mapped "
-          "file, which the kernel can drop; peak anon: RssAnon sampled every 5 ms, memory it cannot drop.")
+          "file, which the kernel can drop; peak anon: RssAnon sampled every 5 ms, memory it cannot drop.\n"
+          "others: the share of the CPUs that other processes kept busy during the run. Above a few percent, "
+          "the times are\nnot this code's alone: run again when the machine is quiet.")
 
 
 def compare(rows, logits):
@@ -406,10 +482,10 @@ def compare(rows, logits):
           f"(the logits span {float(lb.min()):.1f} to {float(lb.max()):.1f}).")
 
 
-def limit_check(model_dir):
+def limit_check(model_dir, limits=LIMITS_GIB):
     print("\nMemory-limit check: (b)'s forward under cgroup v1 limits, page cache dropped before each run.")
     passed = None
-    for limit in LIMITS_GIB:
+    for limit in sorted(limits):
         drop_page_cache()
         with MemoryCgroup(f"{limit}gib", limit * GiB) as cgroup:
             result = run_child("helpers", model_dir, cgroup)
@@ -417,7 +493,8 @@ def limit_check(model_dir):
         times = "" if why else (f", load+prefill {result['load_s'] + result['prefill_s']:.1f} s, "
                                 f"again {result['again_s']:.1f} s")
         print(f"  {limit:>2} GiB: {'FAILED: ' + why if why else 'passed'} (cgroup peak "
-              f"{result['cgroup_max_usage'] / 1e9:.2f} GB, peak anon {gb(result['peak_anon_kib'])}{times})", flush=True)
+              f"{result['cgroup_max_usage'] / 1e9:.2f} GB, peak anon {gb(result['peak_anon_kib'])}{times}, "
+              f"others {result['others_busy']:.0%})", flush=True)
         if not why:
             passed = limit
             break
@@ -428,15 +505,29 @@ def limit_check(model_dir):
           "limit is not a failure, and each forward pass reads the file again. Only the anonymous memory must fit.")
 
 
+def gib_list(text):
+    """--limits: comma-separated positive whole numbers of GiB."""
+    try:
+        limits = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        limits = ()
+    if not limits or min(limits) <= 0:
+        raise argparse.ArgumentTypeError(f"expected whole numbers of GiB above 0, such as 4,6,8, not {text!r}")
+    return limits
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model_dir", nargs="?", default="/tmp/llama3-8b-synthetic",
-                        help="a Llama 3 folder (default /tmp/llama3-8b-synthetic)")
+    parser.add_argument("model_dir", help="a Llama 3 folder: params.json and consolidated.00.pth "
+                                          "(for example one written by scripts/write_synthetic_checkpoint.py)")
     parser.add_argument("--decode-tokens", type=int, default=16, help="tokens to generate for (c); 0 skips it")
     parser.add_argument("--cache", choices=["cold", "warm", "both"], default="both",
                         help="run (a) and (b) with the page cache dropped, with the file read into it first, or both")
-    parser.add_argument("--skip-tutorial", action="store_true", help="do not run (a), which needs about 18 GB")
+    parser.add_argument("--skip-tutorial", action="store_true",
+                        help="do not run (a), which holds the whole checkpoint and more in memory")
     parser.add_argument("--skip-limits", action="store_true", help="do not run the memory-limit check")
+    parser.add_argument("--limits", type=gib_list, default=LIMITS_GIB, metavar="GIB,GIB,...",
+                        help="the memory limits to try, in GiB (default 4,6,8,12); the smallest that passes ends it")
     parser.add_argument("--child", choices=["tutorial", "helpers", "decode"], help=argparse.SUPPRESS)
     parser.add_argument("--logits-file", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -445,8 +536,9 @@ def main(argv=None):
     if args.child:
         child(args.child, args.model_dir, args.logits_file, args.decode_tokens)
     elif not Path(args.model_dir, "params.json").is_file():
-        print(f"No checkpoint in {args.model_dir}. Write one first:\n"
-              f"  .venv/bin/python scripts/write_synthetic_checkpoint.py {args.model_dir}", file=sys.stderr)
+        print(f"No checkpoint in {args.model_dir}. Write one first, of the shapes of the model you want to try:\n"
+              f"  .venv/bin/python scripts/write_synthetic_checkpoint.py {args.model_dir} --shape 3.2-1b\n"
+              "(--shape 3-8b, 3.1-8b, 3.2-1b or 3.2-3b)", file=sys.stderr)
         return 1
     else:
         measure(args)
