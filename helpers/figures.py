@@ -271,3 +271,126 @@ def draw_top_k_top_p(probs, labels, top_k, top_p):
     ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def attention_tensors(p, n_tokens):
+    """The tensors of one layer's attention: name -> (column, row, what it is, shape, the shape in symbols)."""
+    t, h, kv, d = n_tokens, p.n_heads, p.n_kv_heads, p.head_dim
+    per_head, per_kv_head = "(T, n_heads, head_dim)", "(T, n_kv_heads, head_dim)"
+    return {
+        "x": (5, 0, "xn, the normed x", (t, p.dim), "(T, dim)"),
+        "q": (2, 1, "q", (t, h, d), per_head),
+        "k": (5, 1, "k", (t, kv, d), per_kv_head),
+        "v": (8, 1, "v", (t, kv, d), per_kv_head),
+        "q_rope": (2, 2, "q rotated", (t, h, d), per_head),
+        "k_rope": (5, 2, "k rotated", (t, kv, d), per_kv_head),
+        "k_rep": (5, 3, "k repeated", (t, h, d), per_head),
+        "v_rep": (8, 3, "v repeated", (t, h, d), per_head),
+        "scores": (2, 4, "scores", (h, t, t), "(n_heads, T, T)"),
+        "weights": (2, 5, "weights", (h, t, t), "(n_heads, T, T)"),
+        "heads": (5, 6, "each head's output", (t, h, d), per_head),
+        "joined": (5, 7, "heads joined", (t, h * d), "(T, n_heads·head_dim)"),
+        "out": (5, 8, "attention output", (t, p.dim), "(T, dim)"),
+    }
+
+
+def draw_attention_shapes(params, n_tokens):
+    """One layer's attention as tensors (boxes, with their shapes for `n_tokens` tokens read from `params`)
+    and the operations between them (labelled arrows)."""
+    p, tensors = params, attention_tensors(params, n_tokens)
+    repeat = f"repeat each k/v head ×{p.n_rep}"
+    steps = [("x", "q", "@ wqᵀ"), ("x", "k", "@ wkᵀ"), ("x", "v", "@ wvᵀ"),
+             ("q", "q_rope", "RoPE"), ("k", "k_rope", "RoPE"),
+             ("k_rope", "k_rep", repeat), ("v", "v_rep", repeat),
+             ("q_rope", "scores", f"q·kᵀ per head, / √{p.head_dim}, + causal mask"), ("k_rep", "scores", ""),
+             ("scores", "weights", "softmax over the keys"),
+             ("weights", "heads", "weights @ v per head"), ("v_rep", "heads", ""),
+             ("heads", "joined", "reshape: heads side by side"), ("joined", "out", "@ woᵀ")]
+    step_y, width, height = 1.35, 2.5, 0.75
+    fig, ax = plt.subplots(figsize=(10, 9))
+    ax.set_xlim(0.5, 9.5)
+    ax.set_ylim(-8 * step_y - 0.6, 0.6)
+    ax.axis("off")
+    for name, (x, row, what, shape, symbols) in tensors.items():
+        y = -row * step_y
+        ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.02",
+                                    gid=name, fc=PLAIN, ec="#607d8b"))
+        ax.text(x, y + 0.14, f"{what}  {tuple(shape)}", ha="center", va="center", fontsize=9, gid=name)
+        ax.text(x, y - 0.17, symbols, ha="center", va="center", fontsize=7.5, color="#546e7a", gid=name)
+    for start, end, operation in steps:
+        (x0, row0), (x1, row1) = tensors[start][:2], tensors[end][:2]
+        y0, y1 = -row0 * step_y - height / 2, -row1 * step_y + height / 2
+        ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", color="#607d8b"))
+        if operation:
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2, operation, ha="center", va="center", fontsize=8,
+                    color="#c62828", bbox=dict(fc="white", ec="none", pad=1))
+    ax.set_title(f"one layer's attention for T = {n_tokens} tokens: dim {p.dim}, {p.n_heads} query heads and "
+                 f"{p.n_kv_heads} key/value heads of {p.head_dim}")
+    fig.tight_layout()
+    return fig
+
+
+CHAT_COLOURS = {"special token": "#ef9a9a", "role": "#ffcc80", "blank line closing a header": "#e0e0e0",
+                "message text": "#bbdefb"}
+
+
+def chat_kinds(tokenizer, ids):
+    """What each id of a chat layout (helpers.chat_tokens) is: one of the keys of CHAT_COLOURS."""
+    start, end = tokenizer.special_ids["<|start_header_id|>"], tokenizer.special_ids["<|end_header_id|>"]
+    special = set(tokenizer.special_ids.values())
+    kinds, in_header, previous = [], False, None
+    for i in ids:
+        if i in special:
+            kinds.append("special token")
+        elif in_header:
+            kinds.append("role")
+        elif previous == end:
+            kinds.append("blank line closing a header")
+        else:
+            kinds.append("message text")
+        in_header = i == start or (in_header and i != end)
+        previous = i
+    return kinds
+
+
+def draw_chat_layout(tokenizer, ids, width=10.0):
+    """A chat's token ids (helpers.chat_tokens) as cells in reading order, a new row after <|begin_of_text|>
+    and each <|eot_id|>: each token's label and id, coloured by what it is. Ids that end with an open header
+    (the assistant's) get a dashed cell after them: the model writes from there."""
+    ids = [int(i) for i in ids]
+    kinds = chat_kinds(tokenizer, ids)
+    cells = [(label, str(i), kind) for i, label, kind in zip(ids, tokenizer.labels(ids), kinds)]
+    if ids[-2:-1] == [tokenizer.special_ids["<|end_header_id|>"]]:
+        cells.append(("the model writes from here", "", "reply"))
+    inch_per_char, pad, gap, row_height = 0.07, 0.08, 0.05, 0.55  # monospace at 8 points: about 0.067 in
+    placed, row, x = [], 0, 0.0
+    for (label, number, kind), i in zip(cells, ids + [None]):
+        cell_width = inch_per_char * max(len(label), len(number)) + 2 * pad
+        if x + cell_width > width:
+            row, x = row + 1, 0.0
+        placed.append((x, row, cell_width, label, number, kind))
+        x += cell_width + gap
+        if i in (tokenizer.bos_id, tokenizer.eot_id):
+            row, x = row + 1, 0.0
+    rows = max(row for _, row, *_ in placed) + 1
+    grid_height, legend_height, title_height = rows * row_height, 0.5, 0.4
+    height = grid_height + legend_height + title_height
+    fig = plt.figure(figsize=(width + 0.4, height))
+    ax = fig.add_axes((0, 0, 1, 1 - title_height / height))  # axes units are inches
+    ax.set_xlim(-0.2, width + 0.2)
+    ax.set_ylim(-grid_height - legend_height, 0)
+    ax.axis("off")
+    for x, row, cell_width, label, number, kind in placed:
+        y = -row * row_height - 0.06
+        reply = kind == "reply"
+        ax.add_patch(Rectangle((x, y - 0.42), cell_width, 0.42, gid=kind, fc=CHAT_COLOURS.get(kind, "white"),
+                               ec="#c62828" if reply else "#607d8b", ls="--" if reply else "-"))
+        ax.text(x + pad, y - 0.15, label, va="center", family="monospace", fontsize=8, gid="label",
+                color="#c62828" if reply else "black")
+        ax.text(x + pad, y - 0.33, number, va="center", family="monospace", fontsize=6.5, color="#546e7a",
+                gid="id")
+    handles = [Rectangle((0, 0), 1, 1, fc=colour, ec="#607d8b", label=kind)
+               for kind, colour in CHAT_COLOURS.items()]
+    ax.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    ax.set_title(f"the chat as the model reads it: {len(ids)} tokens, each cell its text and its id", fontsize=10)
+    return fig

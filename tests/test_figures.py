@@ -7,8 +7,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from helpers import params_from_dict  # noqa: E402
-from helpers.figures import HIGHLIGHT, draw_gqa, draw_kv_cache, draw_llama, draw_top_k_top_p  # noqa: E402
+from helpers import Tokenizer, chat_tokens, params_from_dict  # noqa: E402
+from helpers.figures import (CHAT_COLOURS, HIGHLIGHT, draw_attention_shapes, draw_chat_layout, draw_gqa,  # noqa: E402
+                             draw_kv_cache, draw_llama, draw_top_k_top_p)
 
 LLAMA3_8B = dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, vocab_size=128256, multiple_of=1024,
                  ffn_dim_multiplier=1.3, norm_eps=1e-5, rope_theta=500000.0)
@@ -100,4 +101,68 @@ def test_top_p_keeps_until_the_running_sum_reaches_p():
     assert running.get_ydata() == pytest.approx([0.4, 0.7, 0.9, 0.95, 1.0])
     assert list(p_line.get_ydata()) == [0.75, 0.75] and list(k_line.get_xdata()) == [1.5, 1.5]
     assert ax.get_xlabel() and ax.get_ylabel()
+    plt.close(fig)
+
+
+def box_texts(fig):
+    """Each box's gid -> the texts drawn in it."""
+    boxes = {}
+    for text in fig.axes[0].texts:
+        if text.get_gid():
+            boxes.setdefault(text.get_gid(), []).append(text.get_text())
+    return {gid: " ".join(lines) for gid, lines in boxes.items()}
+
+
+@pytest.mark.parametrize("params, n_tokens, expected", [
+    (LLAMA3_8B, 17, {"x": "(17, 4096)", "q": "(17, 32, 128)", "k": "(17, 8, 128)", "k_rep": "(17, 32, 128)",
+                     "scores": "(32, 17, 17)", "heads": "(17, 32, 128)", "joined": "(17, 4096)", "out": "(17, 4096)"}),
+    (SMALL, 5, {"x": "(5, 48)", "q": "(5, 6, 8)", "v": "(5, 2, 8)", "v_rep": "(5, 6, 8)",
+                "weights": "(6, 5, 5)", "joined": "(5, 48)", "out": "(5, 48)"}),
+])
+def test_attention_shapes_come_from_params_and_the_prompt(params, n_tokens, expected):
+    p = params_from_dict(params)
+    fig = draw_attention_shapes(p, n_tokens)
+    boxes, drawn = box_texts(fig), texts(fig)
+    assert set(boxes) == set(gids(fig, matplotlib.patches.FancyBboxPatch))  # each box's text carries its gid
+    for gid, shape in expected.items():
+        assert shape in boxes[gid], gid
+    assert f"√{p.head_dim}" in drawn and f"×{p.n_rep}" in drawn and "causal mask" in drawn and "softmax" in drawn
+    assert "(T, n_kv_heads, head_dim)" in boxes["k"] and "(n_heads, T, T)" in boxes["scores"]
+    assert len(fig.axes[0].texts) > 2 * len(boxes)  # the arrows' operations too
+    plt.close(fig)
+
+
+def test_chat_layout_colours_each_kind_and_shows_every_label_whole():
+    tokenizer = Tokenizer()
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "大型语言模型 🦙?"}]
+    ids = chat_tokens(tokenizer, messages)
+    fig = draw_chat_layout(tokenizer, ids)
+    ax = fig.axes[0]
+    cells = list(ax.patches)
+    kinds = [cell.get_gid() for cell in cells]
+    special = set(tokenizer.special_ids.values())
+    assert [kind == "special token" for kind in kinds[:-1]] == [i in special for i in ids]
+    assert kinds[2] == "role" and kinds[4] == "blank line closing a header" and kinds[5] == "message text"
+    assert kinds[-5:] == ["special token", "role", "special token", "blank line closing a header", "reply"]
+    for cell, kind in zip(cells, kinds):
+        assert matplotlib.colors.same_color(cell.get_facecolor(), CHAT_COLOURS.get(kind, "white"))
+    assert len(set(CHAT_COLOURS.values())) == len(CHAT_COLOURS)
+    labels = [text for text in ax.texts if text.get_gid() == "label"]
+    assert [text.get_text() for text in labels[:-1]] == tokenizer.labels(ids)
+    assert labels[-1].get_text() == "the model writes from here"
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for cell, label in zip(cells, labels):  # every label whole, inside its own cell
+        outer, inner = cell.get_window_extent(renderer), label.get_window_extent(renderer)
+        assert outer.x0 <= inner.x0 and inner.x1 <= outer.x1 and outer.y0 <= inner.y0 and inner.y1 <= outer.y1
+    assert fig.bbox.contains(*cells[-1].get_window_extent(renderer).max)
+    assert [handle.get_text() for handle in ax.get_legend().get_texts()] == list(CHAT_COLOURS)
+    plt.close(fig)
+
+
+def test_a_closed_chat_has_no_reply_cell():
+    tokenizer = Tokenizer()
+    ids = chat_tokens(tokenizer, [{"role": "user", "content": "Hi"}], add_assistant_header=False)
+    fig = draw_chat_layout(tokenizer, ids)
+    assert "reply" not in gids(fig, matplotlib.patches.Rectangle)
     plt.close(fig)
