@@ -13,7 +13,10 @@ its own:
       teach it): torch.load without mmap, an fp32 nn.Embedding copy of the
       table, a Python loop over heads with bf16 matrix products;
   (b) the helpers: load_model (memory-mapped) and forward;
-  (c) decoding with the KV cache: helpers.generate, tokens per second.
+  (c) decoding with the KV cache: helpers.generate, tokens per second;
+  (d) the same with int8 weights (helpers.quantize_model, one scale per row,
+      quantised in the child after loading: notebook 08), and the bytes of
+      its matrices against bf16's.
 
 For each it prints the load time, the time of the 17-token prefill (the
 classic prompt), the peak RSS and the peak anonymous memory:
@@ -30,7 +33,8 @@ Cold, both are bound by the disk: each reads the whole checkpoint once. (a)
 is skipped where the memory available could not hold it: the whole
 checkpoint, plus the float32 copy of the embedding table, plus 1 GiB.
 
-(c) runs warm. Its first decoded token builds the compiled one-row kernels of
+(c) and (d) run warm. (d)'s peak anonymous memory holds its int8 matrices,
+made in memory from the bf16 file. Their first decoded token builds the compiled one-row kernels of
 helpers/compute.py (about 30 s per new model shape, a few seconds when
 torch's compile cache has them); that happens in a warm-up run, reported on
 its own, so the tokens/s are those of decoding alone.
@@ -185,9 +189,13 @@ def child(mode, model_dir, logits_file, decode_tokens):
             logits, result["prefill_s"] = timed(forward, model, tokens)
             _, result["again_s"] = timed(forward, model, tokens)
             logits = logits[-1]
-        elif mode == "decode":
-            from helpers import generate, load_model
+        elif mode in ("decode", "decode-int8"):
+            from helpers import generate, load_model, quantize_model, weight_bytes
             model, result["load_s"] = timed(load_model, model_dir, verbose=False)
+            result["matrices_bytes"] = weight_bytes(model)
+            if mode == "decode-int8":
+                model, result["quantize_s"] = timed(quantize_model, model)
+                result["int8_matrices_bytes"] = weight_bytes(model)
             tokens = model.tokenizer.encode(PROMPT)
             # A first run maps every page of the checkpoint into this process (and reads the weights into the
             # page cache if they are not there), and its one decoded token builds the compiled one-row
@@ -408,6 +416,8 @@ def measure(args):
             state = set_page_cache("warm", model_dir)
             print(f"(c) decoding {args.decode_tokens} tokens with the KV cache ({state} page cache) ...", flush=True)
             rows["(c) helpers decode", state] = run_child("decode", model_dir, decode_tokens=args.decode_tokens)
+            print(f"(d) the same with int8 weights ({state} page cache) ...", flush=True)
+            rows["(d) int8 decode", state] = run_child("decode-int8", model_dir, decode_tokens=args.decode_tokens)
         print_table(rows)
         compare(rows, logits)
     if args.skip_limits:
@@ -460,6 +470,10 @@ def print_table(rows):
         if "warmup_s" in r and not failure(r):
             print(f"\n{name}: the warm-up run before it (the prefill, and one decoded token that builds the "
                   f"compiled one-row kernels) took {r['warmup_s']:.1f} s.")
+        if "int8_matrices_bytes" in r and not failure(r):
+            print(f"{name}: quantising took {r['quantize_s']:.1f} s; the matrices one token reads, "
+                  f"{r['matrices_bytes'] / 1e9:.2f} GB in bf16, are {r['int8_matrices_bytes'] / 1e9:.2f} GB in int8 "
+                  f"with their scales; decode {r['tokens_per_s']:.2f} tokens/s.")
     print("\nload: params, tokenizer and weights ready; prefill: the 17-token classic prompt (first run, "
           "then again in the same process).\npeak RSS: VmHWM, counts touched pages of the memory-mapped "
           "file, which the kernel can drop; peak anon: RssAnon sampled every 5 ms, memory it cannot drop.\n"
@@ -520,7 +534,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", help="a Llama 3 folder: params.json and consolidated.00.pth "
                                           "(for example one written by scripts/write_synthetic_checkpoint.py)")
-    parser.add_argument("--decode-tokens", type=int, default=16, help="tokens to generate for (c); 0 skips it")
+    parser.add_argument("--decode-tokens", type=int, default=16, help="tokens to generate for (c) and (d); 0 skips them")
     parser.add_argument("--cache", choices=["cold", "warm", "both"], default="both",
                         help="run (a) and (b) with the page cache dropped, with the file read into it first, or both")
     parser.add_argument("--skip-tutorial", action="store_true",
@@ -528,7 +542,7 @@ def main(argv=None):
     parser.add_argument("--skip-limits", action="store_true", help="do not run the memory-limit check")
     parser.add_argument("--limits", type=gib_list, default=LIMITS_GIB, metavar="GIB,GIB,...",
                         help="the memory limits to try, in GiB (default 4,6,8,12); the smallest that passes ends it")
-    parser.add_argument("--child", choices=["tutorial", "helpers", "decode"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["tutorial", "helpers", "decode", "decode-int8"], help=argparse.SUPPRESS)
     parser.add_argument("--logits-file", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.decode_tokens == 1 or args.decode_tokens < 0:

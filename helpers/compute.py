@@ -18,9 +18,16 @@ converts each weight in a register and adds up in float32 as it goes, in one
 pass and with no float32 copy. Where
 torch.compile cannot build it (no C++ compiler, say), the block path is used
 from then on.
+
+Int8 weights (`helpers.int8.Int8Weight`, notebook 08) take the same two paths:
+a block of int8 rows times their scales into the same float32 buffer, or a
+compiled one-row kernel that converts each int8 number in a register, adds up
+each group's products and multiplies the group's sum by its scale.
 """
 
 import torch
+
+from .int8 import Int8Weight
 
 # One block of float32 rows: 4 MiB. Measured on a 2-core AMD EPYC (1 MiB L2
 # per core, 32 MiB L3) for the 8B's 14336 x 4096 matrices: 4 MiB was as fast
@@ -43,7 +50,8 @@ FUSED_MIN_ELEMENTS = 1 << 20
 FUSED_MIN_WIDTH = 1024
 FUSED_MAX_SHAPES = 6
 _fused = None  # the compiled kernel; None until first needed, False where it cannot be built
-_fused_shapes = set()
+_fused_int8 = None  # the same for int8 weights
+_fused_shapes = set()  # (weight shape, its dtype or (torch.int8, group size), x dtype) of each shape built
 
 
 def _matvec(w, x):
@@ -51,32 +59,69 @@ def _matvec(w, x):
     return (w.to(x.dtype) * x).sum(-1)
 
 
+def _matvec_int8(words, scales, x4):
+    """An int8 matrix times one row, run only compiled (see `_fused_matvec`).
+
+    `words` (out, dim / 4) int32 holds the matrix's int8 numbers four at a time, `scales` (out, groups)
+    their scales, and x4[k] (dim / 4,) the entries of x that the k-th byte of each word multiplies.
+    Shifting a word left then right (sign-extending) takes out one byte as an int32, which converts
+    to float32 in one instruction: the code torch.compile writes for int8 numbers taken one at a time
+    ran 2 to 3 times slower here.
+    """
+    rows, groups = scales.shape
+    words = words.view(rows, groups, -1)
+    sums = 0  # each group's products, added up
+    for k in range(4):
+        byte = (words << (24 - 8 * k)) >> 24
+        sums = sums + (byte.to(x4.dtype) * x4[k].view(groups, -1)).sum(-1)
+    return (sums * scales).sum(-1)
+
+
+def _as_words(w, x):
+    """`_matvec_int8`'s inputs: w's numbers read as int32 words, and x's entries split by byte.
+
+    On a little-endian CPU (x86, ARM) the k-th byte of word j is entry 4j + k of a row.
+    """
+    return w.values.view(torch.int32), w.scales, x.view(-1, 4).T.contiguous()
+
+
 def _fused_matvec(w, x):
     """`w @ x` for one row x, by the compiled kernel; None where it cannot be used."""
-    global _fused
-    if _fused is None:
-        _fused = torch.compile(_matvec, dynamic=False)
-    shape = (tuple(w.shape), w.dtype, x.dtype)
-    if _fused is False or (shape not in _fused_shapes and len(_fused_shapes) >= FUSED_MAX_SHAPES):
+    global _fused, _fused_int8
+    int8 = isinstance(w, Int8Weight)
+    kernel = _fused_int8 if int8 else _fused
+    if kernel is None:
+        kernel = torch.compile(_matvec_int8 if int8 else _matvec, dynamic=False)
+    if int8 and w.group_size % 4:
+        return None  # four int8 numbers to a word: every Llama 3 matrix's rows and groups allow it
+    shape = (tuple(w.shape), (torch.int8, w.group_size) if int8 else w.dtype, x.dtype)
+    built = sum(isinstance(s[1], tuple) == int8 for s in _fused_shapes)  # FUSED_MAX_SHAPES for each kernel
+    if kernel is False or (shape not in _fused_shapes and built >= FUSED_MAX_SHAPES):
         return None
     try:
         # Always in inference mode, so that each shape is compiled once whatever mode the caller is in.
         outside = not torch.is_inference_mode_enabled()
         with torch.inference_mode():
-            out = _fused(w, x)
+            out = kernel(*_as_words(w, x)) if int8 else kernel(w, x)
     except Exception:  # no C++ compiler, or a platform torch.compile does not support
-        _fused = False
+        kernel, out = False, None
+    if int8:
+        _fused_int8 = kernel
+    else:
+        _fused = kernel
+    if out is None:
         return None
     _fused_shapes.add(shape)
     return out.clone() if outside else out  # a normal tensor for a caller outside inference mode
 
 
 def linear(x, w):
-    """`x @ w.T` in the dtype of `x`, whatever the dtype `w` is stored in."""
-    if w.dtype == x.dtype:
+    """`x @ w.T` in the dtype of `x`, whatever the dtype `w` is stored in, int8 (an `Int8Weight`) included."""
+    int8 = isinstance(w, Int8Weight)
+    if not int8 and w.dtype == x.dtype:
         return x @ w.T
     if torch.is_grad_enabled() and x.requires_grad:
-        return x @ w.to(x.dtype).T  # out= below records no gradient; training takes this path
+        return x @ (w.dequantize() if int8 else w.to(x.dtype)).T  # out= below records no gradient
     if x.numel() == x.shape[-1] and w.numel() >= FUSED_MIN_ELEMENTS and w.shape[1] >= FUSED_MIN_WIDTH:
         out = _fused_matvec(w, x.reshape(-1))
         if out is not None:
@@ -95,9 +140,12 @@ def linear(x, w):
     # writing each block into a column slice of x @ w.T; at 1 token, the same.
     out_t = x.new_empty(w.shape[0], x_t.shape[1])
     for start in range(0, w.shape[0], rows):
-        block = w[start : start + rows]
-        upcast = _buffer[: block.numel()].view(block.shape)
-        upcast.copy_(block)
+        n = min(rows, w.shape[0] - start)
+        upcast = _buffer[: n * w.shape[1]].view(n, w.shape[1])
+        if int8:
+            w.dequantize(start, start + n, out=upcast)
+        else:
+            upcast.copy_(w[start : start + n])
         torch.mm(upcast, x_t, out=out_t[start : start + rows])
     return out_t.T.contiguous().view(*x.shape[:-1], w.shape[0])
 

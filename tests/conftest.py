@@ -58,6 +58,19 @@ def random_model(params, seed=0, dtype=torch.float32):
 
 
 @pytest.fixture
+def fresh_fused(monkeypatch):
+    """helpers.linear's compiled one-row kernels (bf16 and int8) not tried yet, and taken by any matrix
+    (the real thresholds are real models' sizes)."""
+    import helpers.compute as compute
+
+    monkeypatch.setattr(compute, "_fused", None)
+    monkeypatch.setattr(compute, "_fused_int8", None)
+    monkeypatch.setattr(compute, "_fused_shapes", set())
+    monkeypatch.setattr(compute, "FUSED_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(compute, "FUSED_MIN_WIDTH", 0)
+
+
+@pytest.fixture
 def rng():
     return torch.Generator().manual_seed(1234)
 

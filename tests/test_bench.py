@@ -176,12 +176,13 @@ def test_the_tutorial_way_computes_the_same_logits_as_helpers(request, folder):
     assert tutorial.argmax() == ours.argmax()
 
 
-@pytest.mark.parametrize("mode", ["tutorial", "helpers", "decode"])
+@pytest.mark.parametrize("mode", ["tutorial", "helpers", "decode", "decode-int8"])
 @pytest.mark.parametrize("folder", ["small_dir", "small_tied_dir"])
 def test_each_measurement_reports_its_figures(request, capsys, mode, folder):
     result = run_child(capsys, mode, request.getfixturevalue(folder), decode_tokens=3)
     decode = {"tokens_per_s", "warmup_s"}
-    expected = {"load_s", "prefill_s", "vmhwm_kib"} | (decode if mode == "decode" else {"again_s"})
+    int8 = {"quantize_s", "int8_matrices_bytes"} if mode == "decode-int8" else set()
+    expected = {"load_s", "prefill_s", "vmhwm_kib"} | (decode if mode.startswith("decode") else {"again_s"}) | int8
     assert expected <= set(result)
     assert result["vmhwm_kib"] > 0
 

@@ -22,6 +22,8 @@ SOLUTIONS = {
     "forward": ("06_full_model", "my_forward"),
     "top_p": ("07_generate", "my_top_p"),
     "kv_cache": ("07_generate", "MyPreallocatedCache"),
+    "quantize_rows": ("08_int8", "my_quantize_rows"),
+    "dequantize_groups": ("08_int8", "my_dequantize"),
 }
 
 

@@ -7,15 +7,6 @@ import helpers.compute as compute
 from helpers import FLOAT32_TOLERANCE, assert_close, linear
 
 
-@pytest.fixture
-def fresh_fused(monkeypatch):
-    """A fused path not tried yet, taken by any matrix (the real thresholds are real models' sizes)."""
-    monkeypatch.setattr(compute, "_fused", None)
-    monkeypatch.setattr(compute, "_fused_shapes", set())
-    monkeypatch.setattr(compute, "FUSED_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(compute, "FUSED_MIN_WIDTH", 0)
-
-
 def weights_and_row(rows=384, dim=256):
     g = torch.Generator().manual_seed(0)
     return torch.randn(rows, dim, generator=g).to(torch.bfloat16), torch.randn(1, dim, generator=g)
