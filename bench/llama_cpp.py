@@ -9,13 +9,15 @@ consolidated.00.pth, and tokenizer.model or the copy in llama-models): a
 synthetic one of a real model's shapes, or the real thing. In three steps:
 
 1. Build. `pip download` fetches llama-cpp-python's source distribution
-   (--llama-cpp-python, default LLAMA_CPP_PYTHON below) from PyPI into the work folder (--work,
-   default /tmp/llama-cpp-bench); its vendor/llama.cpp is built with cmake
-   (Release, CPU only, -DGGML_NATIVE=ON, no OpenSSL or curl, static), only
-   the two programs used here: llama-bench and llama-quantize. The build runs
-   under `nice -n 15` (--build-nice) and takes 15-30 minutes on 2 busy cores;
-   a finished build in the work folder is reused. Where cmake is missing, the
-   `cmake` package from PyPI is installed into the work folder.
+   (--llama-cpp-python, default LLAMA_CPP_PYTHON below) from PyPI into the
+   work folder (--work, default /tmp/llama-cpp-bench); its vendor/llama.cpp
+   is built with cmake (Release, CPU only, -DGGML_NATIVE=ON, no OpenSSL or
+   curl, static), only the two programs used here: llama-bench and
+   llama-quantize. Where cmake is missing, the `cmake` package from PyPI is
+   installed into the work folder. The build runs under `nice -n 15`
+   (--build-nice): 52 minutes here, on 2 cores that other work kept busy. A
+   finished build in the work folder is reused, whatever the version asked
+   for: delete WORK/build to build again.
 2. Convert. The checkpoint is written as a BF16 GGUF by the gguf package
    (`pip install gguf`; else the gguf-py folder of the same source
    distribution), one tensor at a time from the memory-mapped checkpoint, so
@@ -144,7 +146,8 @@ def find_cmake(work):
                              f"(apt-get install cmake, or pip install cmake).\n{error}") from None
         found = sorted(target.glob("cmake/data/bin/cmake"))
     if not found:
-        raise BenchError(f"No cmake: not on the PATH, and PyPI's cmake package in {target} has no cmake/data/bin/cmake.")
+        raise BenchError(f"No cmake: not on the PATH, and PyPI's cmake package in {target} has no "
+                         "cmake/data/bin/cmake.")
     return str(found[0])
 
 
@@ -180,7 +183,7 @@ def build(work, version, nice):
     ]
     jobs = str(os.cpu_count() or 1)
     say(f"Building llama.cpp {commit} (llama-cpp-python {version}) in {work / 'build'}: "
-        f"{', '.join(PROGRAMS)} only, {jobs} jobs at nice {nice}; 15-30 minutes ...")
+        f"{', '.join(PROGRAMS)} only, {jobs} jobs at nice {nice}; up to an hour ...")
     started = time.monotonic()
     run(configure)
     run(["nice", "-n", str(nice), cmake, "--build", str(work / "build"), "--config", "Release",
@@ -269,7 +272,7 @@ def rope_factors(params):
 
 
 def stored(gguf, tensor):
-    """The array GGUF stores, and its type: matrices in BF16 (as they are), vectors in F32 (as llama.cpp's converter)."""
+    """The array GGUF stores, and its type: matrices in BF16 (as they are), vectors in F32 (as llama.cpp converts)."""
     import torch
     if tensor.dim() == 1:
         return tensor.float().numpy(), gguf.GGMLQuantizationType.F32
@@ -420,7 +423,8 @@ def row(kind, results, load):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model_dir", help="a Meta Llama 3 folder: params.json, consolidated.00.pth (and tokenizer.model)")
+    parser.add_argument("model_dir",
+                        help="a Meta Llama 3 folder: params.json, consolidated.00.pth (and tokenizer.model)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"build folder (default {DEFAULT_WORK})")
     parser.add_argument("--gguf-dir", type=Path, help="where the GGUF files go (default WORK/gguf)")
     parser.add_argument("--llama-cpp-python", default=LLAMA_CPP_PYTHON, metavar="VERSION",
@@ -430,9 +434,11 @@ def main(argv=None):
     parser.add_argument("--gen", type=int, default=32, help="generated tokens (llama-bench -n)")
     parser.add_argument("--threads", type=int, default=2, help="threads (llama-bench -t)")
     parser.add_argument("--repetitions", type=int, default=5, help="runs of each test (llama-bench -r)")
-    parser.add_argument("--max-load", type=float, default=1.0, help="wait for the 1-minute load average to fall below this")
+    parser.add_argument("--max-load", type=float, default=1.0,
+                        help="wait for the 1-minute load average to fall below this")
     parser.add_argument("--wait", type=float, default=600, help="seconds to wait for it at most, per run")
-    parser.add_argument("--build-nice", type=int, default=15, help="niceness of the compiler and of llama-quantize (not of the benchmark)")
+    parser.add_argument("--build-nice", type=int, default=15,
+                        help="niceness of the compiler and of llama-quantize (not of the benchmark)")
     parser.add_argument("--delete-gguf", action="store_true", help="delete the GGUF files at the end")
     args = parser.parse_args(argv)
     types = [t.strip().lower() for t in args.types.split(",") if t.strip()]
@@ -482,7 +488,9 @@ def main(argv=None):
             load = wait_for_quiet(args.max_load, args.wait)
             results = llama_bench(bin_dir, files[kind], args.prompt, args.gen, args.threads, args.repetitions)
             rows.append(row(kind.upper(), results, load))
-            built = f"llama-bench build {results[0]['build_commit']} ({results[0]['build_number']}), {results[0]['cpu_info']}"
+            say(f"  {rows[-1]}")
+            first = results[0]
+            built = f"llama-bench build {first['build_commit']} ({first['build_number']}), {first['cpu_info']}"
         say()
         say(f"{stem}: {params.n_layers} layers, dim {params.dim}; {args.threads} threads; {built}")
         say(f"| weights | file | load average | {args.prompt}-token prefill | decode ({args.gen} tokens) |")
