@@ -35,6 +35,20 @@ ROPE_SCALING_BY_DIM = {
 }
 LLAMA_3_1_FACTOR = 8.0
 
+# Meta-Llama-3-8B's params.json, key for key: the real sizes the diagrams show beside the model's own,
+# and the shape scripts/write_synthetic_checkpoint.py writes by default.
+LLAMA3_8B_PARAMS = {
+    "dim": 4096,
+    "n_layers": 32,
+    "n_heads": 32,
+    "n_kv_heads": 8,
+    "vocab_size": 128256,
+    "multiple_of": 1024,
+    "ffn_dim_multiplier": 1.3,
+    "norm_eps": 1e-05,
+    "rope_theta": 500000.0,
+}
+
 _NUMBER = (int, float)
 _REQUIRED = {
     "dim": int,

@@ -137,6 +137,11 @@ def agrees(yours, expected):
     return difference(yours, expected)[1] <= FLOAT32_TOLERANCE  # False for a nan
 
 
+def value_at(step, model, tokens, yours):
+    """The value of `forward_steps` at `step`, running the pass only as far as that step."""
+    return next(value for name, value in forward_steps(model, tokens, **yours) if name == step)
+
+
 @torch.inference_mode()
 def compare_forward(model, tokens, **yours):
     """Run your functions (`attention=`, `feed_forward=`, or `transformer_block=`) and the course's side by
@@ -148,8 +153,7 @@ def compare_forward(model, tokens, **yours):
             return Comparison(n, step, shapes=(tuple(mine.shape), tuple(expected.shape)))
         if not agrees(mine, expected):
             mistakes = BLOCK_MISTAKES if whole_block else PIECE_MISTAKES
-            # A mistake's pass runs only as far as this step.
-            cause = next((cause for cause, piece in mistakes for name, value in forward_steps(model, tokens, **piece)
-                          if name == step and agrees(mine, value)), None)
+            cause = next((cause for cause, piece in mistakes if agrees(mine, value_at(step, model, tokens, piece))),
+                         None)
             return Comparison(n, step, *difference(mine, expected), cause)
     return Comparison(n)

@@ -9,66 +9,85 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
+from .checkpoint import LLAMA3_8B_PARAMS, params_from_dict
+
 HIGHLIGHT = "#ffd54f"  # the "you are here" boxes
 PLAIN = "#eef2f7"
+LLAMA3_8B = ("Meta-Llama-3-8B", params_from_dict(LLAMA3_8B_PARAMS))  # the column beside the model's shapes
 
 
 def llama_boxes(p):
-    """The diagram's boxes, top to bottom: (name, text), with shapes for T tokens from `p`."""
+    """The diagram's boxes, top to bottom: (name, what the step does, its shapes for T tokens from `p`)."""
     q_heads, kv_heads = f"{p.n_heads}×{p.head_dim}", f"{p.n_kv_heads}×{p.head_dim}"
     return [
-        ("tokens", "token ids: (T,)"),
-        ("embedding", f"embedding: tok_embeddings[ids]   ({p.vocab_size}, {p.dim}) → x (T, {p.dim})"),
-        ("attention_norm", f"RMSNorm (attention_norm)   (T, {p.dim})"),
-        ("qkv", f"q = x·wqᵀ (T, {q_heads})    k = x·wkᵀ, v = x·wvᵀ (T, {kv_heads})"),
-        ("rope", f"RoPE on q and k: {p.head_dim // 2} pairs turned by position, θ = {p.rope_theta:g}"),
-        ("kv_cache", f"KV cache: keep k, v of every earlier position (T, {kv_heads}) per layer"),
-        ("scores", f"GQA: {p.n_rep} query heads per k/v head; scores q·kᵀ/√{p.head_dim} + causal mask"
-                   f" ({p.n_heads}, T, T)"),
-        ("softmax", f"softmax → weights·v, heads joined   (T, {p.n_heads * p.head_dim})"),
-        ("wo", f"wo   (T, {p.n_heads * p.head_dim}) → (T, {p.dim})"),
-        ("add_attention", "x + attention   (residual)"),
-        ("ffn_norm", f"RMSNorm (ffn_norm)   (T, {p.dim})"),
-        ("ffn", f"SwiGLU: w2(silu(w1·x) * w3·x)   (T, {p.dim}) → (T, {p.hidden_dim}) → (T, {p.dim})"),
-        ("add_ffn", "h + feed-forward   (residual)"),
-        ("norm", f"RMSNorm (norm)   (T, {p.dim})"),
-        ("output", f"output   (T, {p.dim}) → logits (T, {p.vocab_size})"),
-        ("next_token", "last row of logits → next token (argmax or sample), append, repeat"),
+        ("tokens", "token ids", "(T,)"),
+        ("embedding", "embedding: rows of tok_embeddings", f"({p.vocab_size}, {p.dim}) → (T, {p.dim})"),
+        ("attention_norm", "RMSNorm (attention_norm)", f"(T, {p.dim})"),
+        ("qkv", "q = x·wqᵀ; k = x·wkᵀ, v = x·wvᵀ", f"(T, {q_heads}); (T, {kv_heads})"),
+        ("rope", "RoPE on q and k: pairs turned by position", f"{p.head_dim // 2} pairs, θ = {p.rope_theta:g}"),
+        ("kv_cache", "KV cache: k, v of every earlier position", f"(T, {kv_heads}) per layer"),
+        ("scores", "GQA scores q·kᵀ/√head_dim + causal mask",
+         f"{p.n_rep} query heads per k/v head, √{p.head_dim}: ({p.n_heads}, T, T)"),
+        ("softmax", "softmax → weights·v, heads joined", f"(T, {p.n_heads * p.head_dim})"),
+        ("wo", "wo", f"(T, {p.n_heads * p.head_dim}) → (T, {p.dim})"),
+        ("add_attention", "x + attention (residual)", f"(T, {p.dim})"),
+        ("ffn_norm", "RMSNorm (ffn_norm)", f"(T, {p.dim})"),
+        ("ffn", "SwiGLU: w2(silu(w1·x) * w3·x)", f"(T, {p.dim}) → (T, {p.hidden_dim}) → (T, {p.dim})"),
+        ("add_ffn", "h + feed-forward (residual)", f"(T, {p.dim})"),
+        ("norm", "RMSNorm (norm)", f"(T, {p.dim})"),
+        ("output", "output layer → logits", f"(T, {p.dim}) → (T, {p.vocab_size})"),
+        ("next_token", "last row → next token (argmax or sample), append, repeat", "1 id"),
     ]
 
 
-def draw_llama(params, highlight=None):
-    """Llama 3's forward pass as boxes with this model's shapes; the boxes named in `highlight` in yellow."""
+def draw_llama(params, highlight=None, beside=LLAMA3_8B):
+    """Llama 3's forward pass as boxes with this model's shapes; the boxes named in `highlight` in yellow.
+
+    `beside` (a name and its params; by default Meta-Llama-3-8B's) adds a column with that model's
+    shapes, so that a reader of the tiny model's notebook sees the real sizes too; None leaves it out,
+    as does a model whose shapes are the same.
+    """
     highlight = {highlight} if isinstance(highlight, str) else set(highlight or ())
     boxes = llama_boxes(params)
-    unknown = highlight - {name for name, _ in boxes}
+    unknown = highlight - {name for name, _, _ in boxes}
     if unknown:
-        raise ValueError(f"no box named {sorted(unknown)}; the boxes are {[name for name, _ in boxes]}")
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(boxes) + 0.6))
-    ax.set_xlim(0, 11)
-    ax.set_ylim(-len(boxes) + 0.3, 1.2)
+        raise ValueError(f"no box named {sorted(unknown)}; the boxes are {[name for name, *_ in boxes]}")
+    other = None
+    if beside is not None and llama_boxes(beside[1]) != boxes:
+        other = {name: shapes for name, _, shapes in llama_boxes(beside[1])}
+    fig, ax = plt.subplots(figsize=(14 if other else 10.5, 0.45 * len(boxes) + 1.0))
+    ax.set_xlim(0, 15.5 if other else 11.5)
+    ax.set_ylim(-len(boxes) + 0.3, 1.4)
     ax.axis("off")
-    row_of = {name: row for row, (name, _) in enumerate(boxes)}
+    row_of = {name: row for row, (name, _, _) in enumerate(boxes)}
     top, bottom = -row_of["attention_norm"] + 0.45, -row_of["add_ffn"] - 0.45
-    ax.add_patch(Rectangle((0.3, bottom), 9.3, top - bottom, fill=False, ls="--", ec="grey"))
-    ax.text(9.75, (top + bottom) / 2, f"× n_layers = {params.n_layers}", rotation=90, ha="left", va="center",
+    ax.add_patch(Rectangle((0.3, bottom), 10.0, top - bottom, fill=False, ls="--", ec="grey"))
+    ax.text(10.4, (top + bottom) / 2, f"× n_layers = {params.n_layers}", rotation=90, ha="left", va="center",
             color="grey", fontsize=10)
     for start, add in (("attention_norm", "add_attention"), ("ffn_norm", "add_ffn")):  # the residual paths
         y0, y1 = -row_of[start] + 0.5, -row_of[add]
-        ax.plot([5, 9.1, 9.1], [y0, y0, y1], color="#607d8b", lw=1)
-        ax.annotate("", (8.5, y1), (9.1, y1), arrowprops=dict(arrowstyle="->", color="#607d8b"))
-    for row, (name, text) in enumerate(boxes):
+        ax.plot([5, 9.8, 9.8], [y0, y0, y1], color="#607d8b", lw=1)
+        ax.annotate("", (9.2, y1), (9.8, y1), arrowprops=dict(arrowstyle="->", color="#607d8b"))
+    ax.text(5.35, 0.85, "this model", ha="center", fontsize=9, fontweight="bold")
+    if other:
+        ax.text(11.0, 0.85, f"{beside[0]} ({beside[1].n_layers} layers)", fontsize=9, fontweight="bold",
+                color="#455a64")
+    for row, (name, label, shapes) in enumerate(boxes):
         y, here = -row, name in highlight
-        box = FancyBboxPatch((1.5, y - 0.3), 7.0, 0.6, boxstyle="round,pad=0.02", gid=name,
+        box = FancyBboxPatch((1.5, y - 0.3), 7.7, 0.6, boxstyle="round,pad=0.02", gid=name,
                              fc=HIGHLIGHT if here else PLAIN, ec="#c62828" if here else "#607d8b",
                              lw=2 if here else 1)
         ax.add_patch(box)
-        ax.text(1.65, y, text, va="center", fontsize=8.5, gid=name)
+        ax.text(1.65, y, label, va="center", fontsize=8.5, gid=name)
+        ax.text(9.1, y, shapes, va="center", ha="right", fontsize=8.5, family="monospace", gid=name)
+        if other:
+            ax.text(11.0, y, other[name], va="center", fontsize=8.5, family="monospace", color="#455a64",
+                    gid=name)
         if row:
             ax.annotate("", (5, y + 0.32), (5, y + 0.68), arrowprops=dict(arrowstyle="->", color="#607d8b"))
         if here:
             ax.text(1.4, y, "here ▶", ha="right", va="center", fontsize=9, color="#c62828", fontweight="bold")
-    ax.set_title(f"Llama 3 forward pass, shapes for T tokens (dim {params.dim}, {params.n_layers} layers)")
+    ax.set_title(f"Llama 3 forward pass, shapes for T tokens (this model: dim {params.dim}, {params.n_layers} layers)")
     fig.tight_layout()
     return fig
 

@@ -39,21 +39,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from helpers import expected_shapes, params_from_dict  # noqa: E402
+from helpers.checkpoint import LLAMA3_8B_PARAMS  # noqa: E402
 
 # Meta's params.json of each model, key for key (llama_models.sku_list's arch_args; Meta-Llama-3-8B's
-# own file). Meta's params.json does not say whether the output layer is tied: its checkpoint says so,
-# by having no output.weight, and so does `Shape.tied` here.
-LLAMA3_8B_PARAMS = {
-    "dim": 4096,
-    "n_layers": 32,
-    "n_heads": 32,
-    "n_kv_heads": 8,
-    "vocab_size": 128256,
-    "multiple_of": 1024,
-    "ffn_dim_multiplier": 1.3,
-    "norm_eps": 1e-05,
-    "rope_theta": 500000.0,
-}
+# own file, in helpers.checkpoint). Meta's params.json does not say whether the output layer is tied:
+# its checkpoint says so, by having no output.weight, and so does `Shape.tied` here.
 LLAMA3_1_8B_PARAMS = {
     "dim": 4096,
     "n_layers": 32,

@@ -8,11 +8,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from helpers import Tokenizer, chat_tokens, params_from_dict  # noqa: E402
+from helpers.checkpoint import LLAMA3_8B_PARAMS as LLAMA3_8B  # noqa: E402
 from helpers.figures import (CHAT_COLOURS, HIGHLIGHT, draw_attention_shapes, draw_chat_layout, draw_gqa,  # noqa: E402
                              draw_kv_cache, draw_llama, draw_top_k_top_p)
 
-LLAMA3_8B = dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, vocab_size=128256, multiple_of=1024,
-                 ffn_dim_multiplier=1.3, norm_eps=1e-5, rope_theta=500000.0)
 SMALL = dict(dim=48, n_layers=3, n_heads=6, n_kv_heads=2, vocab_size=1000, multiple_of=16, norm_eps=1e-5,
              rope_theta=10000.0)
 
@@ -36,11 +35,32 @@ def test_the_8b_shapes_are_drawn():
 
 
 def test_other_params_other_shapes():
-    fig = draw_llama(params_from_dict(SMALL))
+    fig = draw_llama(params_from_dict(SMALL), beside=None)
     drawn = texts(fig)
     plt.close(fig)
     assert "(T, 48)" in drawn and "(T, 1000)" in drawn and "(T, 2×8)" in drawn and "n_layers = 3" in drawn
     assert "4096" not in drawn and "128256" not in drawn
+
+
+def texts_of_box(fig, name):
+    return [t.get_text() for ax in fig.axes for t in ax.texts if t.get_gid() == name]
+
+
+def test_the_8b_shapes_are_drawn_beside_a_small_model():
+    fig = draw_llama(params_from_dict(SMALL))
+    ffn, scores = texts_of_box(fig, "ffn"), texts_of_box(fig, "scores")
+    drawn = texts(fig)
+    plt.close(fig)
+    # Each box: its label, this model's shapes, the 8B's shapes.
+    assert ffn[1:] == ["(T, 48) → (T, 128) → (T, 48)", "(T, 4096) → (T, 14336) → (T, 4096)"]
+    assert scores[1:] == ["3 query heads per k/v head, √8: (6, T, T)", "4 query heads per k/v head, √128: (32, T, T)"]
+    assert "Meta-Llama-3-8B (32 layers)" in drawn and "n_layers = 3" in drawn
+
+
+def test_no_second_column_for_the_8b_itself():
+    fig = draw_llama(params_from_dict(LLAMA3_8B))
+    assert len(texts_of_box(fig, "ffn")) == 2 and "Meta-Llama-3-8B (32 layers)" not in texts(fig)
+    plt.close(fig)
 
 
 @pytest.mark.parametrize("highlight, expected", [(None, set()), ("ffn", {"ffn"}),

@@ -31,7 +31,7 @@ writer = load_script("scripts/write_synthetic_checkpoint.py")
 class Case:
     shape: str  # a key of the writer's SHAPES
     folder: str  # in .cache/
-    one_row_kernels: tuple  # matrix shapes that notebook 07's decoding must have compiled
+    one_row_kernels: tuple  # matrix shapes whose one-row kernel decoding must have compiled (07: bf16, 08: int8)
     printed: dict  # notebook name prefix -> a line it must print
 
 
@@ -51,12 +51,14 @@ CASES = [
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 # tqdm's progress bar (notebook 06) is the one thing a cell may write to stderr.
 PROGRESS_BAR = re.compile(r"^\s*layers:.*\|[ \d/]*$")
-# Run after notebook 07: decoding must have taken the compiled one-row kernel.
+# Run after notebooks 07 and 08: decoding must have taken the compiled one-row kernel, for bf16
+# weights (07) and for int8 weights (08).
 ONE_ROW_KERNEL_CHECK = """
 import helpers.compute
-assert helpers.compute._fused not in (None, False), "the compiled one-row kernel was never built"
-print(sorted(shape for shape, _, _ in helpers.compute._fused_shapes))
+print(sorted(f"{shape} {'int8' if isinstance(kind, tuple) else kind}"
+             for shape, kind, _ in helpers.compute._fused_shapes))
 """
+KERNEL_KIND = {"07": "torch.bfloat16", "08": "int8"}
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[case.shape for case in CASES])
@@ -79,16 +81,16 @@ def stream_lines(notebook, name):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_on_a_real_shape(case, path):
-    extra = [ONE_ROW_KERNEL_CHECK] if path.name.startswith("07") else []
+    number = path.name.split("_")[0]  # "03", "03b", ...
+    extra = [ONE_ROW_KERNEL_CHECK] if number in KERNEL_KIND else []
     notebook, _ = runner.execute(path, REPO_ROOT / ".cache" / case.folder, extra_cells=extra)
     printed = list(stream_lines(notebook, "stdout"))
     models = {line for line in printed if line.startswith("Model: ")}
     assert models == {f"Model: .cache/{case.folder} (from LLAMA3_DIR)."}, models
-    number = path.name.split("_")[0]  # "03", "03b", ...
     if number in case.printed:
         assert case.printed[number] in printed, "\n".join(printed)
     unexpected = [line for line in stream_lines(notebook, "stderr") if line.strip() and not PROGRESS_BAR.match(line)]
     assert not unexpected, f"{path.name} wrote to stderr (a warning?):\n" + "\n".join(unexpected)
     if extra:
         compiled = notebook.cells[-1].outputs[0]["text"]
-        assert all(shape in compiled for shape in case.one_row_kernels), compiled
+        assert all(f"{shape} {KERNEL_KIND[number]}" in compiled for shape in case.one_row_kernels), compiled
