@@ -10,11 +10,18 @@ once by scripts/write_synthetic_checkpoint.py into .cache/ (ignored by git) and 
   layer is the embedding table): 0.8 GB.
 
 Every matrix has the real model's shape, so the code takes the real model's paths, the compiled
-one-row kernel of helpers/compute.py included. What is checked: each notebook runs to the end with
-its own assertions, finds the model it was given, says what it should about RoPE and the output
-layer, and prints no warning; not the outputs (random weights predict nothing).
+one-row kernel of helpers/compute.py included.
+
+What is checked: each notebook runs to the end with its own assertions, finds the model it was
+given, says what it should about RoPE and the output layer, and prints no warning; not the outputs
+(random weights predict nothing).
+
+`make test` runs the 1B shape alone (LLAMA3_TEST_SHAPES chooses), in a third of the time both take.
+It takes the 8B shape's code paths but two, which the tiny model takes under nbval: RoPE unscaled,
+and an output matrix of its own. `make test-8b-shape` runs both shapes.
 """
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -61,14 +68,9 @@ print(sorted(f"{shape} {'int8' if isinstance(kind, tuple) else kind}"
 KERNEL_KIND = {"07": "torch.bfloat16", "08": "int8"}
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[case.shape for case in CASES])
-def case(request):
-    case = request.param
-    folder = REPO_ROOT / ".cache" / case.folder
-    if not (folder / "consolidated.00.pth").is_file():  # the writer renames a folder only when complete
-        shape = writer.SHAPES[case.shape]
-        writer.write_checkpoint(folder, shape.params | {"n_layers": 2}, tied=shape.tied)
-    return case
+# The shapes run, by their keys in the writer's SHAPES: `make test` runs Llama 3.2 1B's alone,
+# `make test-8b-shape` both.
+SHAPES_TESTED = os.environ.get("LLAMA3_TEST_SHAPES", "3.2-1b").split(",")
 
 
 def stream_lines(notebook, name):
@@ -79,8 +81,7 @@ def stream_lines(notebook, name):
                 yield from output["text"].replace("\r", "\n").splitlines()
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_on_a_real_shape(case, path):
+def check_notebook(case, path):
     number = path.name.split("_")[0]  # "03", "03b", ...
     extra = [ONE_ROW_KERNEL_CHECK] if number in KERNEL_KIND else []
     notebook, _ = runner.execute(path, REPO_ROOT / ".cache" / case.folder, extra_cells=extra)
@@ -94,3 +95,35 @@ def test_notebook_runs_on_a_real_shape(case, path):
     if extra:
         compiled = notebook.cells[-1].outputs[0]["text"]
         assert all(f"{shape} {KERNEL_KIND[number]}" in compiled for shape in case.one_row_kernels), compiled
+
+
+def checkpoint(case):
+    """The case's 2-layer checkpoint in .cache/, written on first use."""
+    folder = REPO_ROOT / ".cache" / case.folder
+    if not (folder / "consolidated.00.pth").is_file():  # the writer renames a folder only when complete
+        shape = writer.SHAPES[case.shape]
+        writer.write_checkpoint(folder, shape.params | {"n_layers": 2}, tied=shape.tied)
+    return case
+
+
+def notebook_tests(case):
+    """A class of tests: each notebook on this case's checkpoint. pytest-xdist (`--dist loadscope`) gives a
+    class to one worker, so a checkpoint is written by one process, and the two cases can run side by side."""
+
+    class NotebookTests:
+        @pytest.fixture(scope="class")
+        @classmethod
+        def written(cls):
+            return checkpoint(case)
+
+        @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+        def test_notebook_runs(self, written, path):
+            check_notebook(written, path)
+
+    return NotebookTests
+
+
+if "3-8b" in SHAPES_TESTED:
+    TestLlama3_8B = notebook_tests(CASES[0])
+if "3.2-1b" in SHAPES_TESTED:
+    TestLlama32_1B = notebook_tests(CASES[1])
