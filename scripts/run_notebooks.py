@@ -17,12 +17,14 @@ non-zero if any notebook failed.
 import argparse
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from traitlets.config import Config
 from nbclient.exceptions import CellExecutionError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -75,17 +77,22 @@ def execute(path, model_dir=None, extra_cells=(), timeout=3600):
     notebook = nbformat.read(path, as_version=4)
     notebook.cells += [nbformat.v4.new_code_cell(source) for source in extra_cells]
     memory = PeakMemory()
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
-                            resources={"metadata": {"path": str(Path(path).parent)}},
-                            on_notebook_start=lambda **_: memory.start(client.km.provisioner.pid),
-                            on_cell_complete=lambda **_: memory.after_cell())
     env = dict(os.environ)
     if model_dir is not None:
         env["LLAMA3_DIR"] = str(Path(model_dir).resolve())
-    try:
-        client.execute(env=env)
-    finally:
-        memory.stop()
+    # Where it can (not on Windows), the kernel talks to this process over Unix sockets in a folder of
+    # its own rather than over TCP, which ipykernel warns is unencrypted: both ends are on this machine.
+    with tempfile.TemporaryDirectory(prefix="kernel-") as sockets:
+        ipc = {"transport": "ipc", "ip": os.path.join(sockets, "ipc")} if os.name == "posix" else {}
+        client = NotebookClient(notebook, config=Config({"KernelManager": ipc}), kernel_name="python3",
+                                timeout=timeout, record_timing=False,
+                                resources={"metadata": {"path": str(Path(path).parent)}},
+                                on_notebook_start=lambda **_: memory.start(client.km.provisioner.pid),
+                                on_cell_complete=lambda **_: memory.after_cell())
+        try:
+            client.execute(env=env)
+        finally:
+            memory.stop()
     return notebook, memory
 
 
