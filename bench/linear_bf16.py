@@ -1,4 +1,4 @@
-"""Where a decode step's time goes: reading the bf16 weights, converting them, multiplying.
+"""Where a decode step's time goes: reading the bf16 weights, converting them, multiplying; and int8.
 
     .venv/bin/python bench/linear_bf16.py
 
@@ -13,6 +13,9 @@ bf16 weights read:
 - `helpers.linear` for one row: the kernel compiled by torch.compile, which
   converts and multiplies in one pass (its first call, which compiles it, is
   not counted);
+- the same for the matrices quantised to int8 (`helpers.quantize_int8`, a
+  scale per row), with their compiled int8 kernel: as seconds per 8B token in
+  int8 (7.5 GB) and GB/s of int8 weights read;
 - the block path, which `linear` takes for several rows (and for one row
   where torch.compile is unavailable), and its two halves alone: converting
   each block into the float32 buffer, and multiplying the buffer (already in
@@ -30,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import helpers.compute  # noqa: E402
-from helpers import linear  # noqa: E402
+from helpers import linear, quantize_int8  # noqa: E402
 from helpers.compute import BLOCK_ELEMENTS  # noqa: E402
 
 TOKEN_GB = 15.0  # bf16 weights read per 8B token, the embedding table aside
@@ -42,6 +45,7 @@ rows = BLOCK_ELEMENTS // 4096
 buffer = torch.empty(rows, 4096)
 out = torch.empty(14336, 1)
 weights_gb = sum(w.numel() for w in weights) * 2 / 1e9
+int8_weights = [quantize_int8(w) for w in weights]
 
 
 def read_only():
@@ -51,6 +55,11 @@ def read_only():
 
 def course_linear():
     for w in weights:
+        linear(x, w)
+
+
+def course_linear_int8():
+    for w in int8_weights:
         linear(x, w)
 
 
@@ -78,8 +87,8 @@ def multiply_only():
 print(f"{torch.get_num_threads()} threads; blocks of {BLOCK_ELEMENTS * 4 / 2**20:.0f} MiB of float32")
 with torch.inference_mode():
     for name, run in [("read the bf16 weights (sum)", read_only), ("helpers.linear, one row", course_linear),
-                      ("the block path", block_path), ("  its conversion alone", convert_only),
-                      ("  its product alone", multiply_only)]:
+                      ("the same, int8 weights", course_linear_int8), ("the block path", block_path),
+                      ("  its conversion alone", convert_only), ("  its product alone", multiply_only)]:
         run()  # warm-up (and, for linear, compiling the kernel)
         times = []
         for _ in range(4):
@@ -87,4 +96,5 @@ with torch.inference_mode():
             run()
             times.append(time.perf_counter() - start)
         best = min(times)
-        print(f"{name:<30} {best / weights_gb * TOKEN_GB:5.2f} s per 8B token  ({weights_gb / best:5.1f} GB/s)")
+        gb = weights_gb / 2 if run is course_linear_int8 else weights_gb  # one byte a weight in int8
+        print(f"{name:<30} {best / weights_gb * TOKEN_GB:5.2f} s per 8B token  ({gb / best:5.1f} GB/s)")

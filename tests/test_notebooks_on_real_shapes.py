@@ -71,6 +71,9 @@ KERNEL_KIND = {"07": "torch.bfloat16", "08": "int8"}
 # The shapes run, by their keys in the writer's SHAPES: `make test` runs Llama 3.2 1B's alone,
 # `make test-8b-shape` both.
 SHAPES_TESTED = os.environ.get("LLAMA3_TEST_SHAPES", "3.2-1b").split(",")
+if not set(SHAPES_TESTED) <= {case.shape for case in CASES}:
+    raise ValueError(f"LLAMA3_TEST_SHAPES={','.join(SHAPES_TESTED)}: each must be one of "
+                     f"{', '.join(case.shape for case in CASES)}")
 
 
 def stream_lines(notebook, name):
@@ -113,12 +116,12 @@ def notebook_tests(case):
     class NotebookTests:
         @pytest.fixture(scope="class")
         @classmethod
-        def written(cls):
+        def written_case(cls):
             return checkpoint(case)
 
         @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-        def test_notebook_runs(self, written, path):
-            check_notebook(written, path)
+        def test_notebook_runs(self, written_case, path):
+            check_notebook(written_case, path)
 
     return NotebookTests
 
