@@ -25,21 +25,29 @@ from .rope import apply_rope_half_split, rope_frequencies
 from .transformer import check_tokens, feed_forward, rms_norm, transformer_block
 
 
-def forward_steps(model, tokens, attention=attention, feed_forward=feed_forward, transformer_block=None):
-    """helpers.forward with your functions in place of the course's, as (step, value) pairs in order."""
+def forward_steps(model, tokens, attention=attention, feed_forward=feed_forward, transformer_block=None,
+                  cache=None):
+    """helpers.forward with your functions in place of the course's, as (step, value) pairs in order.
+
+    With a `cache` (a `KVCache`), `tokens` continue the sequence stored in it, as in helpers.forward,
+    and your `attention` or `transformer_block` is given each layer's cache as one more argument.
+    """
     p = model.params
-    tokens = check_tokens(model, tokens)
+    start = 0 if cache is None else cache.length
+    tokens = check_tokens(model, tokens, start)
     x = model.weights["tok_embeddings.weight"][tokens].float()
     yield "the embedding", x
-    freqs = rope_frequencies(p.head_dim, torch.arange(len(tokens)), p.rope_theta, p.rope_scaling_factor)
+    freqs = rope_frequencies(p.head_dim, torch.arange(start, start + len(tokens)), p.rope_theta,
+                             p.rope_scaling_factor)
     for i in range(p.n_layers):
         layer = model.layer(i)
+        layer_cache = () if cache is None else (cache.layers[i],)  # no cache: no extra argument for yours
         if transformer_block is not None:
-            x = transformer_block(x, layer, p, freqs)
+            x = transformer_block(x, layer, p, freqs, *layer_cache)
             yield f"layer {i}'s output", x
             continue
         a = attention(rms_norm(x, layer["attention_norm"], p.norm_eps),
-                      layer["wq"], layer["wk"], layer["wv"], layer["wo"], p.n_heads, p.n_kv_heads, freqs)
+                      layer["wq"], layer["wk"], layer["wv"], layer["wo"], p.n_heads, p.n_kv_heads, freqs, *layer_cache)
         yield f"layer {i}'s attention output", a
         h = x + a
         f = feed_forward(rms_norm(h, layer["ffn_norm"], p.norm_eps), layer["w1"], layer["w2"], layer["w3"])
@@ -51,9 +59,9 @@ def forward_steps(model, tokens, attention=attention, feed_forward=feed_forward,
 
 
 @torch.inference_mode()
-def forward_with(model, tokens, **yours):
+def forward_with(model, tokens, cache=None, **yours):
     """The logits of `forward_steps`: helpers.forward's, when your functions are right."""
-    *_, (_, logits) = forward_steps(model, tokens, **yours)
+    *_, (_, logits) = forward_steps(model, tokens, cache=cache, **yours)
     return logits
 
 

@@ -15,6 +15,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 import helpers.transformer
 from helpers import apply_rope, apply_rope_half_split, assert_close, compare_forward, forward, forward_with
 from helpers import attention as course_attention
+from helpers import KVCache, transformer_block
 
 
 def rope_adjacent(x, angles):
@@ -146,6 +147,19 @@ def test_forward_with_right_pieces_is_forward(tiny):
         expected = forward(tiny, CLASSIC_IDS)
     assert_close(forward_with(tiny, CLASSIC_IDS), expected)
     assert_close(forward_with(tiny, CLASSIC_IDS, attention=learner_attention()), expected)
+
+
+def test_forward_with_a_cache_continues_the_sequence(tiny):
+    """With a KVCache, each call reads only the new tokens, at their positions, and the course's
+    attention and transformer_block get their layer's cache; the logits match a full pass."""
+    with torch.inference_mode():
+        expected = forward(tiny, CLASSIC_IDS)
+    for yours in [{}, {"transformer_block": transformer_block}]:
+        cache = KVCache(tiny.params, len(CLASSIC_IDS))
+        first = forward_with(tiny, CLASSIC_IDS[:-2], cache=cache, **yours)
+        rest = [forward_with(tiny, [token], cache=cache, **yours) for token in CLASSIC_IDS[-2:]]
+        assert cache.length == len(CLASSIC_IDS)
+        assert_close(torch.cat([first, *rest]), expected)
 
 
 def test_rope_half_split_is_hugging_faces_rope(rng):
