@@ -35,16 +35,18 @@ checkpoint, plus the float32 copy of the embedding table, plus 1 GiB.
 
 (c) and (d) run warm. (d)'s peak anonymous memory holds its int8 matrices,
 made in memory from the bf16 file. Their first decoded token builds the compiled one-row kernels of
-helpers/compute.py (about 30 s per new model shape, a few seconds when
-torch's compile cache has them); that happens in a warm-up run, reported on
-its own, so the tokens/s are those of decoding alone.
+helpers/compute.py (about 20 to 30 s per new model shape, less when torch's
+compile cache has them); that happens in a warm-up run, whose prefill and
+first decoded token are reported on their own, so the tokens/s are those of
+decoding alone. With --compile-cache empty, each of (c) and (d) starts from
+an empty compile cache of its own, as a first run on a new machine does.
 
 Then a memory-limit check runs (b) under cgroup v1 memory limits of 4, 6, 8
 and 12 GiB (--limits), smallest first, and reports the smallest that passes.
 (a) and (b) run in cgroups limited to this machine's memory less 3 GiB (20
 GiB on a 24 GB machine), so that only they are killed if they go too far.
 Options: --cache cold|warm|both, --skip-tutorial, --skip-limits, --limits,
---decode-tokens N.
+--decode-tokens N, --compile-cache found|empty.
 
 A benchmark, not a test: the figures depend on the machine, and on what else
 runs on it. With PyTorch's default of one thread per core, one other busy
@@ -190,7 +192,7 @@ def child(mode, model_dir, logits_file, decode_tokens):
             _, result["again_s"] = timed(forward, model, tokens)
             logits = logits[-1]
         elif mode in ("decode", "decode-int8"):
-            from helpers import generate, load_model, quantize_model, weight_bytes
+            from helpers import KVCache, forward, generate, load_model, quantize_model, weight_bytes
             model, result["load_s"] = timed(load_model, model_dir, verbose=False)
             result["matrices_bytes"] = weight_bytes(model)
             if mode == "decode-int8":
@@ -199,9 +201,12 @@ def child(mode, model_dir, logits_file, decode_tokens):
             tokens = model.tokenizer.encode(PROMPT)
             # A first run maps every page of the checkpoint into this process (and reads the weights into the
             # page cache if they are not there), and its one decoded token builds the compiled one-row
-            # kernels (helpers/compute.py): both would bias what follows. Then one new token is the prefill;
-            # decoding is the difference between that and a run of `decode_tokens` new tokens.
-            _, result["warmup_s"] = timed(generate, model, tokens, 2, stop_ids=())
+            # kernels (helpers/compute.py): both would bias what follows, and are reported on their own. Then
+            # one new token is the prefill; decoding is the difference between that and a run of
+            # `decode_tokens` new tokens.
+            cache = KVCache(model.params, len(tokens) + 1)
+            logits, result["warmup_prefill_s"] = timed(forward, model, tokens, cache)
+            _, result["first_token_s"] = timed(forward, model, [int(logits[-1].argmax())], cache)
             _, result["prefill_s"] = timed(generate, model, tokens, 1, stop_ids=())
             out, total = timed(generate, model, tokens, decode_tokens, stop_ids=())
             assert len(out.new_ids) == decode_tokens
@@ -268,12 +273,16 @@ class MemoryCgroup:
         print(f"Could not remove the cgroup {self.path}: remove it with rmdir.", file=sys.stderr)
 
 
-def run_child(mode, model_dir, cgroup=None, logits_file=None, decode_tokens=0):
-    """Run one measurement in a fresh process; sample its RssAnon; return its results (or why it failed)."""
+def run_child(mode, model_dir, cgroup=None, logits_file=None, decode_tokens=0, compile_cache=None):
+    """Run one measurement in a fresh process; sample its RssAnon; return its results (or why it failed).
+
+    `compile_cache`: a folder for torch.compile's cache (TORCHINDUCTOR_CACHE_DIR), else torch's own.
+    """
     command = [sys.executable, __file__, "--child", mode, str(model_dir),
                "--logits-file", logits_file or "", "--decode-tokens", str(decode_tokens)]
+    env = os.environ | ({"TORCHINDUCTOR_CACHE_DIR": str(compile_cache)} if compile_cache else {})
     others = OthersMeter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env,
                                preexec_fn=lambda: prepare_child(cgroup))
     peak_anon = 0
     while process.poll() is None:
@@ -414,10 +423,14 @@ def measure(args):
                 rows[name, state] = run_measured(mode, name, state, model_dir, cgroup_problem, logits[mode])
         if args.decode_tokens:
             state = set_page_cache("warm", model_dir)
-            print(f"(c) decoding {args.decode_tokens} tokens with the KV cache ({state} page cache) ...", flush=True)
-            rows["(c) helpers decode", state] = run_child("decode", model_dir, decode_tokens=args.decode_tokens)
-            print(f"(d) the same with int8 weights ({state} page cache) ...", flush=True)
-            rows["(d) int8 decode", state] = run_child("decode-int8", model_dir, decode_tokens=args.decode_tokens)
+            for mode, name, what in [("decode", "(c) helpers decode", "(c) decoding"),
+                                     ("decode-int8", "(d) int8 decode", "(d) the same with int8 weights")]:
+                # An empty compile cache of its own for each, under tmp, when asked for.
+                compile_cache = Path(tmp) / f"compile-{mode}" if args.compile_cache == "empty" else None
+                print(f"{what}: {args.decode_tokens} tokens with the KV cache ({state} page cache, "
+                      f"{args.compile_cache} compile cache) ...", flush=True)
+                rows[name, state] = run_child(mode, model_dir, decode_tokens=args.decode_tokens,
+                                              compile_cache=compile_cache)
         print_table(rows)
         compare(rows, logits)
     if args.skip_limits:
@@ -467,9 +480,9 @@ def print_table(rows):
               f"{seconds(r.get('again_s')):>9}{seconds(total):>14}{gb(r['vmhwm_kib']):>11}"
               f"{gb(r['peak_anon_kib']):>11}{decode:>12}{r['others_busy']:>8.0%}")
     for (name, cache), r in rows.items():
-        if "warmup_s" in r and not failure(r):
-            print(f"\n{name}: the warm-up run before it (the prefill, and one decoded token that builds the "
-                  f"compiled one-row kernels) took {r['warmup_s']:.1f} s.")
+        if "first_token_s" in r and not failure(r):
+            print(f"\n{name}: in the warm-up run before it, the prefill took {r['warmup_prefill_s']:.1f} s, then the "
+                  f"first decoded token, which builds the compiled one-row kernels, {r['first_token_s']:.1f} s.")
         if "int8_matrices_bytes" in r and not failure(r):
             print(f"{name}: quantising took {r['quantize_s']:.1f} s; the matrices one token reads, "
                   f"{r['matrices_bytes'] / 1e9:.2f} GB in bf16, are {r['int8_matrices_bytes'] / 1e9:.2f} GB in int8 "
@@ -540,6 +553,9 @@ def main(argv=None):
     parser.add_argument("--skip-tutorial", action="store_true",
                         help="do not run (a), which holds the whole checkpoint and more in memory")
     parser.add_argument("--skip-limits", action="store_true", help="do not run the memory-limit check")
+    parser.add_argument("--compile-cache", choices=["found", "empty"], default="found",
+                        help="(c) and (d) use torch.compile's cache as found, or each an empty one of its own: "
+                             "the first decoded token then compiles every kernel from scratch")
     parser.add_argument("--limits", type=gib_list, default=LIMITS_GIB, metavar="GIB,GIB,...",
                         help="the memory limits to try, in GiB (default 4,6,8,12); the smallest that passes ends it")
     parser.add_argument("--child", choices=["tutorial", "helpers", "decode", "decode-int8"], help=argparse.SUPPRESS)

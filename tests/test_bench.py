@@ -2,6 +2,7 @@
 
 import ctypes
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -180,7 +181,7 @@ def test_the_tutorial_way_computes_the_same_logits_as_helpers(request, folder):
 @pytest.mark.parametrize("folder", ["small_dir", "small_tied_dir"])
 def test_each_measurement_reports_its_figures(request, capsys, mode, folder):
     result = run_child(capsys, mode, request.getfixturevalue(folder), decode_tokens=3)
-    decode = {"tokens_per_s", "warmup_s"}
+    decode = {"tokens_per_s", "warmup_prefill_s", "first_token_s"}
     int8 = {"quantize_s", "int8_matrices_bytes"} if mode == "decode-int8" else set()
     expected = {"load_s", "prefill_s", "vmhwm_kib"} | (decode if mode.startswith("decode") else {"again_s"}) | int8
     assert expected <= set(result)
@@ -238,3 +239,23 @@ def test_linear_with_bf16_weights_passes_gradients_to_x():
     w, x = torch.randn(300, 64).to(torch.bfloat16), torch.randn(3, 64, requires_grad=True)
     linear(x, w).sum().backward()
     torch.testing.assert_close(x.grad, w.float().sum(0).expand(3, 64))
+
+
+def test_an_empty_compile_cache_is_handed_to_the_child(monkeypatch, tmp_path):
+    """--compile-cache empty: the child's torch.compile cache is the folder given, not torch's own."""
+    seen = {}
+
+    class Started(Exception):
+        pass
+
+    def popen(command, env=None, **kwargs):
+        seen["env"] = env
+        raise Started
+
+    monkeypatch.setattr(bench.subprocess, "Popen", popen)
+    with pytest.raises(Started):
+        bench.run_child("decode", tmp_path, compile_cache=tmp_path / "compile")
+    assert seen["env"]["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile")
+    with pytest.raises(Started):
+        bench.run_child("decode", tmp_path)
+    assert seen["env"].get("TORCHINDUCTOR_CACHE_DIR") == os.environ.get("TORCHINDUCTOR_CACHE_DIR")
