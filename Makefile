@@ -1,6 +1,6 @@
 # make run        - set up, then execute every notebook in order on the model it finds
 # make test       - set up, then run every test, and every notebook under strict nbval, on two workers
-# make test-8b-shape - every notebook on 2-layer checkpoints of the 8B's and the 3.2 1B's shapes
+# make test-real-shapes - every notebook on 2-layer checkpoints of Llama 3 8B's, 3.1 8B's, 3.2 1B's and 3B's shapes
 # make notebooks  - execute the notebooks and save their outputs (after changing helpers/ or data/)
 # make demo       - the command-line demo on the classic prompt
 # make tiny-model - retrain the embedded tiny model (about 10 minutes on 2 cores)
@@ -20,7 +20,7 @@ TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-test run notebooks test test-8b-shape tiny-model demo
+.PHONY: install install-test run notebooks test test-real-shapes tiny-model demo
 
 .venv/bin/python:
 	python3 -m venv .venv
@@ -46,8 +46,8 @@ demo: install
 test: install-test
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 --dist loadscope --no-loadscope-reorder --nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg tests notebooks
 
-test-8b-shape: install-test
-	LLAMA3_TEST_SHAPES=3-8b,3.2-1b OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 --dist loadscope tests/test_notebooks_on_real_shapes.py
+test-real-shapes: install-test
+	LLAMA3_TEST_SHAPES=3-8b,3.1-8b,3.2-1b,3.2-3b OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 --dist loadscope tests/test_notebooks_on_real_shapes.py
 
 tiny-model: install
 	$(PYTHON) scripts/train_tiny_model.py

@@ -259,3 +259,19 @@ def test_an_empty_compile_cache_is_handed_to_the_child(monkeypatch, tmp_path):
     with pytest.raises(Started):
         bench.run_child("decode", tmp_path)
     assert seen["env"].get("TORCHINDUCTOR_CACHE_DIR") == os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+
+
+@pytest.mark.parametrize("kind", [[], ["--bf16"]])
+def test_the_decode_step_benchmark_times_every_product_of_a_step(small_tied_dir, capsys, kind):
+    from helpers.int8 import is_matrix
+
+    load_script("bench/decode_step.py").main([str(small_tied_dir), "--rounds", "2", *kind])
+    printed = capsys.readouterr().out
+    params = params_from_dict(SMALL_TIED)
+    rows = {" ".join(line.split()[:2]): int(line.split()[2]) for line in printed.splitlines()
+            if line.lstrip().startswith("(")}  # "(64, 64)" -> its calls per token
+    assert set(rows) == {str(shape) for name, shape in expected_shapes(params).items() if is_matrix(name)}
+    assert sum(rows.values()) == 7 * params.n_layers + 1  # every layer's 7 products, and the output layer's
+    for figure in ("decode step:", "its matrix products:", "the step without them:", "the same bytes read by row sums:",
+                   "no compiled kernel"):  # these small matrices take the block path
+        assert figure in printed

@@ -1,13 +1,16 @@
 """Every notebook, run top to bottom on checkpoints of real models' exact shapes.
 
 nbval compares the committed outputs on the tiny model; learners run the same notebooks on the
-real models. This runs each one on two of them, with 2 layers each and random bf16 weights, written
-once by scripts/write_synthetic_checkpoint.py into .cache/ (ignored by git) and reused:
+real models. This runs each one on checkpoints of four of them, with 2 layers each and random bf16
+weights, written once by scripts/write_synthetic_checkpoint.py into .cache/ (ignored by git) and reused:
 
 - Meta-Llama-3-8B's widths, names and dtype (dim 4096, 32 query heads, 8 key/value heads,
   feed-forward 14336, vocabulary 128256): 3.0 GB;
+- Llama 3.1 8B's: the same matrices, RoPE scaled by 8 and a context of 131,072 tokens: 3.0 GB;
 - Llama 3.2 1B's (dim 2048, feed-forward 8192, RoPE scaled by 32, no output.weight: the output
-  layer is the embedding table): 0.8 GB.
+  layer is the embedding table): 0.8 GB;
+- Llama 3.2 3B's (dim 3072, 24 query heads for 8 key/value heads, so 3 to a group where the others
+  have 4; RoPE scaled by 32; tied output): 1.2 GB.
 
 Every matrix has the real model's shape, so the code takes the real model's paths, the compiled
 one-row kernel of helpers/compute.py included.
@@ -16,9 +19,9 @@ What is checked: each notebook runs to the end with its own assertions, finds th
 given, says what it should about RoPE and the output layer, and prints no warning; not the outputs
 (random weights predict nothing).
 
-`make test` runs the 1B shape alone (LLAMA3_TEST_SHAPES chooses), in a third of the time both take.
-It takes the 8B shape's code paths but two, which the tiny model takes under nbval: RoPE unscaled,
-and an output matrix of its own. `make test-8b-shape` runs both shapes.
+`make test` runs the 3.2 1B shape alone (LLAMA3_TEST_SHAPES chooses), in a fraction of the time all
+four take. It takes the 8B shape's code paths but two, which the tiny model takes under nbval: RoPE
+unscaled, and an output matrix of its own. `make test-real-shapes` runs all four shapes.
 """
 
 import os
@@ -36,6 +39,7 @@ writer = load_script("scripts/write_synthetic_checkpoint.py")
 
 @dataclass(frozen=True)
 class Case:
+    name: str  # the test class's name, after "Test"
     shape: str  # a key of the writer's SHAPES
     folder: str  # in .cache/
     one_row_kernels: tuple  # matrix shapes whose one-row kernel decoding must have compiled (07: bf16, 08: int8)
@@ -43,15 +47,25 @@ class Case:
 
 
 CASES = [
-    Case("3-8b", "llama3-8b-2layers", ("(14336, 4096)", "(4096, 14336)", "(128256, 4096)"), {
+    Case("Llama3_8B", "3-8b", "llama3-8b-2layers", ("(14336, 4096)", "(4096, 14336)", "(128256, 4096)"), {
         "03": "this model is a Llama 3: params.json has no use_scaled_rope, and RoPE is not scaled",
         "05": "output.weight: a matrix of its own",
     }),
-    Case("3.2-1b", "llama3.2-1b-2layers", ("(8192, 2048)", "(2048, 8192)", "(128256, 2048)"), {
+    Case("Llama31_8B", "3.1-8b", "llama3.1-8b-2layers", ("(14336, 4096)", "(4096, 14336)", "(128256, 4096)"), {
+        "02": "RoPE: scaled by 8 (Llama 3.1 8B's factor: params.json says use_scaled_rope, and dim 4096 "
+              "is Llama 3.1 8B's); context 131,072 tokens.",
+        "05": "output.weight: a matrix of its own",
+    }),
+    Case("Llama32_1B", "3.2-1b", "llama3.2-1b-2layers", ("(8192, 2048)", "(2048, 8192)", "(128256, 2048)"), {
         "02": "RoPE: scaled by 32 (Llama 3.2 1B's factor: params.json says use_scaled_rope, and dim 2048 "
               "is Llama 3.2 1B's); context 131,072 tokens.",
         "03": "this model scales RoPE by 32 (Llama 3.2 1B's factor: params.json says use_scaled_rope, "
               "and dim 2048 is Llama 3.2 1B's)",
+        "05": "output.weight: the embedding table itself (tied)",
+    }),
+    Case("Llama32_3B", "3.2-3b", "llama3.2-3b-2layers", ("(8192, 3072)", "(3072, 8192)", "(128256, 3072)"), {
+        "02": "RoPE: scaled by 32 (Llama 3.2 3B's factor: params.json says use_scaled_rope, and dim 3072 "
+              "is Llama 3.2 3B's); context 131,072 tokens.",
         "05": "output.weight: the embedding table itself (tied)",
     }),
 ]
@@ -69,7 +83,7 @@ KERNEL_KIND = {"07": "torch.bfloat16", "08": "int8"}
 
 
 # The shapes run, by their keys in the writer's SHAPES: `make test` runs Llama 3.2 1B's alone,
-# `make test-8b-shape` both.
+# `make test-real-shapes` all four.
 SHAPES_TESTED = os.environ.get("LLAMA3_TEST_SHAPES", "3.2-1b").split(",")
 if not set(SHAPES_TESTED) <= {case.shape for case in CASES}:
     raise ValueError(f"LLAMA3_TEST_SHAPES={','.join(SHAPES_TESTED)}: each must be one of "
@@ -111,7 +125,7 @@ def checkpoint(case):
 
 def notebook_tests(case):
     """A class of tests: each notebook on this case's checkpoint. pytest-xdist (`--dist loadscope`) gives a
-    class to one worker, so a checkpoint is written by one process, and the two cases can run side by side."""
+    class to one worker, so a checkpoint is written by one process, and cases can run side by side."""
 
     class NotebookTests:
         @pytest.fixture(scope="class")
@@ -126,7 +140,6 @@ def notebook_tests(case):
     return NotebookTests
 
 
-if "3-8b" in SHAPES_TESTED:
-    TestLlama3_8B = notebook_tests(CASES[0])
-if "3.2-1b" in SHAPES_TESTED:
-    TestLlama32_1B = notebook_tests(CASES[1])
+for case in CASES:
+    if case.shape in SHAPES_TESTED:
+        globals()[f"Test{case.name}"] = notebook_tests(case)

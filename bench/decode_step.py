@@ -1,0 +1,155 @@
+"""Where one decoded token's time goes, matrix by matrix, on a real model's checkpoint.
+
+    .venv/bin/python scripts/write_synthetic_checkpoint.py /tmp/llama3.2-1b-synthetic --shape 3.2-1b
+    .venv/bin/python bench/decode_step.py /tmp/llama3.2-1b-synthetic [--bf16]
+
+A decoded token multiplies every matrix of the model by one row: each layer's seven and the
+output layer. With int8 weights (`helpers.quantize_model`, one scale per row; `--bf16` keeps the
+checkpoint's bf16), this prints, each the median of --rounds runs:
+
+- a whole decode step: `helpers.forward` of one token after a 17-token prompt, with a KV cache;
+- the same matrix products alone, in the order a step makes them, through `helpers.linear` (the
+  compiled one-row kernels of helpers/compute.py): per matrix shape, calls per token, time per
+  call and GB/s of weights read, then all of them;
+- reading the same matrices in the same order with PyTorch's own row sums (`w.sum(-1)`, the
+  int8 numbers taken as float32 words): the rate at which this machine streams these bytes
+  when the arithmetic costs next to nothing;
+- one call of the same compiled kernel on a matrix of 8 rows: what a call costs beyond its
+  arithmetic (torch.compile's Python wrappers, starting the threads);
+- the same step with every product replaced by zeros of its shape: what is not a matrix product
+  (norms, RoPE, attention, the cache, the checks).
+
+The products and the row sums take turns round after round, so that both see the same machine.
+A benchmark, not a test: the figures depend on the machine and on what else runs on it.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import helpers.compute  # noqa: E402
+from helpers import KVCache, forward, linear, load_model, quantize_int8, quantize_model  # noqa: E402
+from helpers.int8 import Int8Weight, is_matrix  # noqa: E402
+
+PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
+LAYER_MATRICES = ("wq", "wk", "wv", "wo", "w1", "w3", "w2")
+
+
+def nbytes(w):
+    return w.nbytes if isinstance(w, Int8Weight) else w.numel() * w.element_size()
+
+
+def step_matrices(model):
+    """The matrices one decoded token multiplies by, in the order it does."""
+    layers = [model.layer(i)[name] for i in range(model.params.n_layers) for name in LAYER_MATRICES]
+    return layers + [model.weights["output.weight"]]
+
+
+@contextmanager
+def products_skipped():
+    """`linear` as the attention and the transformer block call it, returning zeros of the product's shape."""
+    modules = [sys.modules["helpers.attention"], sys.modules["helpers.transformer"]]
+    for module in modules:
+        module.linear = lambda x, w: x.new_zeros(*x.shape[:-1], w.shape[0])
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.linear = linear
+
+
+def seconds(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model_dir", type=Path, help="a Llama 3 checkpoint folder (params.json, consolidated.00.pth)")
+    parser.add_argument("--bf16", action="store_true", help="keep the bf16 weights instead of quantising to int8")
+    parser.add_argument("--rounds", type=int, default=9, help="runs of each measurement (default 9)")
+    args = parser.parse_args(argv)
+
+    model = load_model(args.model_dir, verbose=False)
+    if not args.bf16:
+        model = quantize_model(model)
+    kind = "bf16" if args.bf16 else "int8"
+    matrices = step_matrices(model)
+    assert len(matrices) == sum(is_matrix(name) for name in model.weights)
+    inputs = {w.shape[1]: torch.randn(1, w.shape[1]) for w in matrices}
+    # The int8 numbers as float32 words, four to a word: PyTorch sums float32 rows at full speed.
+    as_float = [w.values.view(torch.float32) if isinstance(w, Int8Weight) else w for w in matrices]
+    calls = []  # (shape, seconds) of every product of every round
+
+    def products():
+        for w in matrices:
+            start = time.perf_counter()
+            linear(inputs[w.shape[1]], w)
+            calls.append((tuple(w.shape), time.perf_counter() - start))
+
+    def row_sums():
+        for w in as_float:
+            w.sum(-1)
+
+    ids = model.tokenizer.encode_prompt(PROMPT)
+    cache = KVCache(model.params, len(ids) + 3 * args.rounds + 2)
+    # An 8-row matrix would take the block path in `linear`: the compiled kernel is called directly.
+    small, small_x = torch.randn(8, matrices[0].shape[1]).to(torch.bfloat16), torch.randn(matrices[0].shape[1])
+    kernel_args = (small, small_x) if args.bf16 else helpers.compute._as_words(quantize_int8(small), small_x)
+    with torch.inference_mode():
+        forward(model, ids, cache)
+        forward(model, [ids[-1]], cache)  # builds the compiled kernels
+        for _ in range(2):
+            products()
+            row_sums()
+        calls.clear()
+        step_s = statistics.median(seconds(lambda: forward(model, [ids[-1]], cache)) for _ in range(args.rounds))
+        rounds = [(seconds(products), seconds(row_sums)) for _ in range(args.rounds)]
+        with products_skipped():
+            rest_s = statistics.median(seconds(lambda: forward(model, [ids[-1]], cache)) for _ in range(args.rounds))
+        # The compiled kernel, if this model's matrices took it (not a model too small, nor without a compiler).
+        built = {shape for shape, _, _ in helpers.compute._fused_shapes}
+        compiled = any(tuple(w.shape) in built for w in matrices) and (
+            helpers.compute._fused if args.bf16 else helpers.compute._fused_int8)
+        if compiled:
+            compiled(*kernel_args)
+            call_s = statistics.median(seconds(lambda: [compiled(*kernel_args) for _ in range(100)])
+                                       for _ in range(args.rounds)) / 100
+
+    products_s, sums_s = (statistics.median(column) for column in zip(*rounds))
+    total_bytes = sum(nbytes(w) for w in matrices)
+    p = model.params
+    print(f"{args.model_dir}: dim {p.dim}, {p.n_layers} layers; {kind} matrices, {total_bytes / 1e9:.2f} GB read "
+          f"per token in {len(matrices)} products; {torch.get_num_threads()} threads; median of {args.rounds} runs")
+    print()
+    print(f"{'matrix':>16} {'calls':>6} {'per call':>10} {'GB/s':>6} {'per token':>10}")
+    by_shape = {}
+    for shape, took in calls:
+        by_shape.setdefault(shape, []).append(took)
+    for shape, times in by_shape.items():
+        count = len(times) // args.rounds
+        per_call = statistics.median(times)
+        size = nbytes(next(w for w in matrices if tuple(w.shape) == shape))
+        print(f"{str(shape):>16} {count:>6} {per_call * 1e6:>7.0f} us {size / per_call / 1e9:>6.1f} "
+              f"{count * per_call * 1e3:>7.1f} ms")
+    print()
+    print(f"decode step:                        {step_s * 1e3:6.1f} ms ({1 / step_s:.2f} tokens/s)")
+    print(f"  its matrix products:              {products_s * 1e3:6.1f} ms ({total_bytes / products_s / 1e9:.1f} GB/s)")
+    print(f"  the step without them:            {rest_s * 1e3:6.1f} ms")
+    print(f"the same bytes read by row sums:    {sums_s * 1e3:6.1f} ms ({total_bytes / sums_s / 1e9:.1f} GB/s)")
+    if compiled:
+        print(f"one compiled call on 8 rows:        {call_s * 1e6:6.0f} us, {len(matrices)} calls a token: "
+              f"{len(matrices) * call_s * 1e3:.1f} ms")
+    else:
+        print("no compiled kernel: these matrices take the block path (see helpers/compute.py)")
+
+
+if __name__ == "__main__":
+    main()
