@@ -16,6 +16,10 @@ checkpoint's bf16), this prints, each the median of --rounds runs:
   when the arithmetic costs next to nothing;
 - one call of the same compiled kernel on a matrix of 8 rows: what a call costs beyond its
   arithmetic (torch.compile's Python wrappers, starting the threads);
+- with --compare-one-stream, the compiled kernels alone on the same matrices, taking turns: as
+  helpers has them (each matrix read in two halves side by side, `_in_two_halves` in
+  helpers/compute.py) and read in one stream from top to bottom (`_rows_times`,
+  `_rows_times_int8` compiled as they are). This compiles five more kernels first.
 - the same step with every product replaced by zeros of its shape: what is not a matrix product
   (norms, RoPE, attention, the cache, the checks).
 
@@ -75,6 +79,8 @@ def main(argv=None):
     parser.add_argument("model_dir", type=Path, help="a Llama 3 checkpoint folder (params.json, consolidated.00.pth)")
     parser.add_argument("--bf16", action="store_true", help="keep the bf16 weights instead of quantising to int8")
     parser.add_argument("--rounds", type=int, default=9, help="runs of each measurement (default 9)")
+    parser.add_argument("--compare-one-stream", action="store_true",
+                        help="also time the kernels reading each matrix in one stream, against helpers' two")
     args = parser.parse_args(argv)
 
     model = load_model(args.model_dir, verbose=False)
@@ -102,8 +108,10 @@ def main(argv=None):
     cache = KVCache(model.params, len(ids) + 3 * args.rounds + 2)
     # An 8-row matrix would take the block path in `linear`: the compiled kernel is called directly.
     small, small_x = torch.randn(8, matrices[0].shape[1]).to(torch.bfloat16), torch.randn(matrices[0].shape[1])
-    kernel_args = (small, small_x) if args.bf16 else helpers.compute._as_words(quantize_int8(small), small_x)
     with torch.inference_mode():
+        # The kernels' rows made in inference mode, as `linear` makes them: torch.compile would compile
+        # again for rows made outside it.
+        kernel_args = (small, small_x.clone()) if args.bf16 else helpers.compute._as_words(quantize_int8(small), small_x)
         forward(model, ids, cache)
         forward(model, [ids[-1]], cache)  # builds the compiled kernels
         for _ in range(2):
@@ -122,6 +130,17 @@ def main(argv=None):
             compiled(*kernel_args)
             call_s = statistics.median(seconds(lambda: [compiled(*kernel_args) for _ in range(100)])
                                        for _ in range(args.rounds)) / 100
+        if compiled and args.compare_one_stream:
+            one_stream = torch.compile(helpers.compute._rows_times if args.bf16 else
+                                       helpers.compute._rows_times_int8, dynamic=False)
+            kernel_inputs = [(w, inputs[w.shape[1]].view(-1).clone()) if args.bf16 else
+                             helpers.compute._as_words(w, inputs[w.shape[1]].view(-1)) for w in matrices]
+
+            def run(kernel):
+                return lambda: [kernel(*each) for each in kernel_inputs]
+
+            run(one_stream)()  # compiles
+            streams = [(seconds(run(compiled)), seconds(run(one_stream))) for _ in range(args.rounds)]
 
     products_s, sums_s = (statistics.median(column) for column in zip(*rounds))
     total_bytes = sum(nbytes(w) for w in matrices)
@@ -149,6 +168,12 @@ def main(argv=None):
               f"{len(matrices) * call_s * 1e3:.1f} ms")
     else:
         print("no compiled kernel: these matrices take the block path (see helpers/compute.py)")
+    if compiled and args.compare_one_stream:
+        two_s, one_s = (statistics.median(column) for column in zip(*streams))
+        ratio = statistics.median(one / two for two, one in streams)
+        print(f"the kernels alone, two halves side by side: {two_s * 1e3:6.1f} ms ({total_bytes / two_s / 1e9:.1f} GB/s)")
+        print(f"the kernels alone, one stream:              {one_s * 1e3:6.1f} ms ({total_bytes / one_s / 1e9:.1f} GB/s); "
+              f"round by round, {ratio:.2f} times the time of two")
 
 
 if __name__ == "__main__":

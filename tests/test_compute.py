@@ -86,3 +86,24 @@ def test_every_matrix_of_a_real_llama_3_takes_the_one_row_kernel(shape, monkeypa
 def test_no_matrix_of_the_tiny_model_takes_it(shape, monkeypatch):
     """The tiny model's decoding is bound by overheads: compiling kernels for it would only cost time."""
     assert not takes_the_one_row_kernel(shape, monkeypatch)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_a_row_made_in_or_out_of_inference_mode_takes_the_same_compiled_kernel(fresh_fused, int8):
+    """torch.compile tells a tensor made in inference mode from one made outside: were the row handed over as
+    it comes, each shape would be compiled twice, and a Llama 3's 5 shapes would pass torch.compile's limit
+    of 8, past which it runs the kernel uncompiled."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from helpers import quantize_int8
+
+    w, x = weights_and_row(rows=320)  # a shape no other test compiles
+    w = quantize_int8(w) if int8 else w
+    code = (compute._matvec_int8 if int8 else compute._matvec).__code__
+    before = len(_debug_get_cache_entry_list(code))
+    expected = linear(x, w)
+    with torch.inference_mode():
+        made_inside = x.clone()
+        assert_close(linear(made_inside, w), expected)
+        assert_close(linear(x, w), expected)  # made outside, used inside
+    assert len(_debug_get_cache_entry_list(code)) == before + 1
