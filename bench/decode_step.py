@@ -14,14 +14,14 @@ checkpoint's bf16), this prints, each the median of --rounds runs:
 - reading the same matrices in the same order with PyTorch's own row sums (`w.sum(-1)`, the
   int8 numbers taken as float32 words): the rate at which this machine streams these bytes
   when the arithmetic costs next to nothing;
+- the same step with every product replaced by zeros of its shape: what is not a matrix product
+  (norms, RoPE, attention, the cache, the checks);
 - one call of the same compiled kernel on a matrix of 8 rows: what a call costs beyond its
   arithmetic (torch.compile's Python wrappers, starting the threads);
 - with --compare-one-stream, the compiled kernels alone on the same matrices, taking turns: as
   helpers has them (each matrix read in two halves side by side, `_in_two_halves` in
   helpers/compute.py) and read in one stream from top to bottom (`_rows_times`,
-  `_rows_times_int8` compiled as they are). This compiles five more kernels first.
-- the same step with every product replaced by zeros of its shape: what is not a matrix product
-  (norms, RoPE, attention, the cache, the checks).
+  `_rows_times_int8` compiled as they are); this compiles five more kernels first.
 
 The products and the row sums take turns round after round, so that both see the same machine.
 A benchmark, not a test: the figures depend on the machine and on what else runs on it.

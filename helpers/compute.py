@@ -87,9 +87,9 @@ def _in_two_halves(rows_times, matrices, *vectors):
 
     The result is the same, row for row. What changes is the order of reading: torch.compile fuses
     the two halves into one loop that reads a row from each half at every step, so the CPU streams
-    two places of memory at once instead of one. This kernel spends about 20 instructions on each
-    32 bytes it reads, so it has few reads in flight when it waits for memory, which it mostly does;
-    two streams keep more of them going. On this project's machine (2-core AMD EPYC, AVX2), one
+    two places of memory at once instead of one. Both kernels mostly wait for memory, and the int8
+    one spends about 20 instructions on each 32 bytes it reads, so that few reads are in flight at
+    a time; two streams keep more of them going. On this project's machine (2-core AMD EPYC, AVX2), one
     stream took 1.10 to 1.12 times as long as two for the Llama 3.2 1B shape's int8 products, and
     1.20 times for its bf16 ones (`bench/decode_step.py DIR [--bf16] --compare-one-stream`); four
     streams were no faster than two.
