@@ -107,3 +107,16 @@ def test_a_row_made_in_or_out_of_inference_mode_takes_the_same_compiled_kernel(f
         assert_close(linear(made_inside, w), expected)
         assert_close(linear(x, w), expected)  # made outside, used inside
     assert len(_debug_get_cache_entry_list(code)) == before + 1
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_an_odd_number_of_rows_is_split_into_unequal_halves_and_agrees(fresh_fused, int8):
+    """The kernels compute the top and bottom halves of the rows side by side; with an odd count the halves
+    differ by a row, and every row must still come out once, in its place."""
+    from helpers import dequantize, quantize_int8
+
+    w, x = weights_and_row(rows=257)
+    w = quantize_int8(w) if int8 else w
+    out = linear(x, w)
+    assert compute._fused_shapes and out.shape == (1, 257)  # the compiled kernel ran
+    assert_close(out, x @ dequantize(w).T)
