@@ -39,9 +39,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import helpers.compute  # noqa: E402
 from helpers import KVCache, forward, linear, load_model, quantize_int8, quantize_model  # noqa: E402
+from helpers.check import PROMPT  # noqa: E402
 from helpers.int8 import Int8Weight, is_matrix  # noqa: E402
 
-PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
 LAYER_MATRICES = ("wq", "wk", "wv", "wo", "w1", "w3", "w2")
 
 
