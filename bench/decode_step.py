@@ -5,7 +5,8 @@
 
 A decoded token multiplies every matrix of the model by one row: each layer's seven and the
 output layer. With int8 weights (`helpers.quantize_model`, one scale per row; `--bf16` keeps the
-checkpoint's bf16), this prints, each the median of --rounds runs:
+checkpoint's bf16), each layer's wq, wk and wv are one matrix, and so are its w1 and w3: 4 products
+a layer, not 7. This prints, each the median of --rounds runs:
 
 - a whole decode step: `helpers.forward` of one token after a 17-token prompt, with a KV cache;
 - the same matrix products alone, in the order a step makes them, through `helpers.linear` (the
@@ -38,11 +39,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import helpers.compute  # noqa: E402
-from helpers import KVCache, forward, linear, load_model, quantize_int8, quantize_model  # noqa: E402
+from helpers import KVCache, forward, linear, linear_each, load_model, quantize_int8, quantize_model  # noqa: E402
 from helpers.check import PROMPT  # noqa: E402
-from helpers.int8 import Int8Weight, is_matrix  # noqa: E402
+from helpers.int8 import Int8Weight, weight_bytes, whole_of  # noqa: E402
 
-LAYER_MATRICES = ("wq", "wk", "wv", "wo", "w1", "w3", "w2")
+# A layer's matrices, grouped as `linear_each` takes them.
+LAYER_PRODUCTS = (("wq", "wk", "wv"), ("wo",), ("w1", "w3"), ("w2",))
 
 
 def nbytes(w):
@@ -50,22 +52,32 @@ def nbytes(w):
 
 
 def step_matrices(model):
-    """The matrices one decoded token multiplies by, in the order it does."""
-    layers = [model.layer(i)[name] for i in range(model.params.n_layers) for name in LAYER_MATRICES]
-    return layers + [model.weights["output.weight"]]
+    """The matrices one decoded token multiplies by, in the order it does; those joined (int8), as one."""
+    matrices = []
+    for i in range(model.params.n_layers):
+        layer = model.layer(i)
+        for group in LAYER_PRODUCTS:
+            whole = whole_of([layer[name] for name in group])
+            matrices += [layer[name] for name in group] if whole is None else [whole]
+    return matrices + [model.weights["output.weight"]]
 
 
 @contextmanager
 def products_skipped():
-    """`linear` as the attention and the transformer block call it, returning zeros of the product's shape."""
+    """`linear` and `linear_each` as the attention and the transformer block call them, returning zeros of each
+    product's shape."""
     modules = [sys.modules["helpers.attention"], sys.modules["helpers.transformer"]]
+
+    def zeros(x, w):
+        return x.new_zeros(*x.shape[:-1], w.shape[0])
+
     for module in modules:
-        module.linear = lambda x, w: x.new_zeros(*x.shape[:-1], w.shape[0])
+        module.linear, module.linear_each = zeros, lambda x, *ws: [zeros(x, w) for w in ws]
     try:
         yield
     finally:
         for module in modules:
-            module.linear = linear
+            module.linear, module.linear_each = linear, linear_each
 
 
 def seconds(fn):
@@ -88,7 +100,7 @@ def main(argv=None):
         model = quantize_model(model)
     kind = "bf16" if args.bf16 else "int8"
     matrices = step_matrices(model)
-    assert len(matrices) == sum(is_matrix(name) for name in model.weights)
+    assert sum(nbytes(w) for w in matrices) == weight_bytes(model)
     inputs = {w.shape[1]: torch.randn(1, w.shape[1]) for w in matrices}
     # The int8 numbers as float32 words, four to a word: PyTorch sums float32 rows at full speed.
     as_float = [w.values.view(torch.float32) if isinstance(w, Int8Weight) else w for w in matrices]
@@ -131,8 +143,8 @@ def main(argv=None):
             call_s = statistics.median(seconds(lambda: [compiled(*kernel_args) for _ in range(100)])
                                        for _ in range(args.rounds)) / 100
         if compiled and args.compare_one_stream:
-            one_stream = torch.compile(helpers.compute._rows_times if args.bf16 else
-                                       helpers.compute._rows_times_int8, dynamic=False)
+            one_stream = torch.compile(helpers.compute._rows_times, dynamic=False) if args.bf16 else \
+                torch.compile(helpers.compute._rows_times_int8, dynamic=False, options=helpers.compute.INT8_OPTIONS)
             kernel_inputs = [(w, inputs[w.shape[1]].view(-1).clone()) if args.bf16 else
                              helpers.compute._as_words(w, inputs[w.shape[1]].view(-1)) for w in matrices]
 

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .compute import linear
+from .compute import linear, linear_each
 from .rope import apply_rope
 
 
@@ -47,9 +47,10 @@ def attention(x, wq, wk, wv, wo, n_heads, n_kv_heads, freqs, cache=None):
     appended to it and the queries attend to every position stored so far.
     """
     seq, head_dim = x.shape[0], wq.shape[0] // n_heads
-    q = apply_rope(linear(x, wq).view(seq, n_heads, head_dim), freqs)
-    k = apply_rope(linear(x, wk).view(seq, n_kv_heads, head_dim), freqs)
-    v = linear(x, wv).view(seq, n_kv_heads, head_dim)
+    q, k, v = linear_each(x, wq, wk, wv)  # three products, or one where int8 weights are joined (notebook 08)
+    q = apply_rope(q.view(seq, n_heads, head_dim), freqs)
+    k = apply_rope(k.view(seq, n_kv_heads, head_dim), freqs)
+    v = v.view(seq, n_kv_heads, head_dim)
     if cache is not None:
         k, v = cache.update(k, v)
     n_rep = n_heads // n_kv_heads

@@ -27,7 +27,7 @@ each group's products and multiplies the group's sum by its scale.
 
 import torch
 
-from .int8 import Int8Weight
+from .int8 import Int8Weight, whole_of
 
 # One block of float32 rows: 4 MiB. Measured on a 2-core AMD EPYC (1 MiB L2
 # per core, 32 MiB L3) for the 8B's 14336 x 4096 matrices: 4 MiB was as fast
@@ -44,11 +44,16 @@ _buffer = torch.empty(0)
 # are 64 or 224 wide, its 128256 x 64 output table included. On the 1B's 2048 x 2048 and
 # 512 x 2048 matrices the fused kernel took a third and a fifth of the block path's time.
 # torch.compile builds one kernel per matrix shape on first use (1 to 10 seconds each; a Llama 3 has
-# 5 shapes). Past FUSED_MAX_SHAPES shapes, new ones take the block path: torch.compile would
-# otherwise, at its own limit, run `_matvec` uncompiled.
+# 5 shapes, in bf16 or int8). Past FUSED_MAX_SHAPES shapes for a kernel, new ones take the block path:
+# torch.compile would otherwise, past its own limit of 8 per function (torch._dynamo.config.
+# recompile_limit), run `_matvec` uncompiled.
 FUSED_MIN_ELEMENTS = 1 << 20
 FUSED_MIN_WIDTH = 1024
-FUSED_MAX_SHAPES = 6
+FUSED_MAX_SHAPES = 8
+# The int8 kernel is compiled with a multiply and an add as one instruction (FMA), which C compilers
+# make only when allowed to: it spends most of its time in arithmetic. The bf16 kernel, which mostly
+# waits for memory, ran no faster with it.
+INT8_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
 _fused = None  # the compiled kernel; None until first needed, False where it cannot be built
 _fused_int8 = None  # the same for int8 weights
 _fused_shapes = set()  # (weight shape, its dtype or (torch.int8, group size), x dtype) of each shape built
@@ -68,6 +73,13 @@ def _rows_times_int8(words, scales, x4):
     converts to float32 in one instruction: the code torch.compile writes for int8 numbers taken one
     at a time ran 2 to 3 times slower here.
 
+    The four bytes' products are added together before the sum over each group, so that the compiled
+    loop keeps one running sum per row rather than four; compiled with multiply-adds (FMA, see
+    `_fused_matvec`), it then needs fewer instructions and fits in the CPU's vector registers. On this
+    project's machine (2-core AMD EPYC, AVX2) the four sums, read in two halves, ran out of registers and
+    kept one in memory; this form took 0.90 times their time over the Llama 3.2 1B's layer matrices
+    (median of 100 paired rounds).
+
     The words come in typed float32 and are read back as int32 here, a free reinterpretation of the
     bits: the compiled code loads float32 straight from memory, but loads int32 through a copy on
     the stack, which made the whole kernel 2.4 times slower on this project's machine (torch 2.13,
@@ -75,11 +87,11 @@ def _rows_times_int8(words, scales, x4):
     """
     rows, groups = scales.shape
     words = words.view(torch.int32).view(rows, groups, -1)
-    sums = 0  # each group's products, added up
+    products = 0  # the four bytes' products, added up
     for k in range(4):
         byte = (words << (24 - 8 * k)) >> 24
-        sums = sums + (byte.to(x4.dtype) * x4[k].view(groups, -1)).sum(-1)
-    return (sums * scales).sum(-1)
+        products = products + byte.to(x4.dtype) * x4[k].view(groups, -1)
+    return (products.sum(-1) * scales).sum(-1)
 
 
 def _in_two_halves(rows_times, matrices, *vectors):
@@ -124,7 +136,8 @@ def _fused_matvec(w, x):
     int8 = isinstance(w, Int8Weight)
     kernel = _fused_int8 if int8 else _fused
     if kernel is None:
-        kernel = torch.compile(_matvec_int8 if int8 else _matvec, dynamic=False)
+        kernel = torch.compile(_matvec_int8, dynamic=False, options=INT8_OPTIONS) if int8 else \
+            torch.compile(_matvec, dynamic=False)
     if int8 and w.group_size % 4:
         return None  # four int8 numbers to a word: every Llama 3 matrix's rows and groups allow it
     shape = (tuple(w.shape), (torch.int8, w.group_size) if int8 else w.dtype, x.dtype)
@@ -184,6 +197,20 @@ def linear(x, w):
             upcast.copy_(w[start : start + n])
         torch.mm(upcast, x_t, out=out_t[start : start + rows])
     return out_t.T.contiguous().view(*x.shape[:-1], w.shape[0])
+
+
+def linear_each(x, *ws):
+    """`[linear(x, w) for w in ws]`, as one product when the matrices are the rows of one (`helpers.int8.join`).
+
+    `helpers.quantize_model` joins each layer's wq, wk and wv so, and its w1 and w3. Decoding then calls
+    the compiled one-row kernel 4 times a layer instead of 7 (65 times a token instead of 113 on Llama
+    3.2 1B), and each call costs 50 to 120 µs beyond its arithmetic on this project's machine
+    (`bench/decode_step.py`). The results are views of the one product's columns.
+    """
+    whole = whole_of(ws)
+    if whole is None:
+        return [linear(x, w) for w in ws]
+    return linear(x, whole).split([w.shape[0] for w in ws], dim=-1)
 
 
 # Float32 keeps 24 significant bits: each sum or product is rounded to about 6e-8 of its size. Adding

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import mmap
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,10 +32,15 @@ ROWS_AT_A_TIME = 4096
 
 @dataclass
 class Int8Weight:
-    """A matrix (out, in) as int8 `values` (out, in) and float32 `scales` (out, in / group_size)."""
+    """A matrix (out, in) as int8 `values` (out, in) and float32 `scales` (out, in / group_size).
+
+    `part_of` is set on a matrix stored as rows of a larger one (see `join`): that Int8Weight, and
+    the first of its rows that are this one's.
+    """
 
     values: torch.Tensor
     scales: torch.Tensor
+    part_of: tuple = field(default=None, repr=False, compare=False)
 
     @property
     def shape(self):
@@ -85,6 +90,44 @@ def quantize_int8(w, group_size=None):
     return Int8Weight(values, scales)
 
 
+def join(parts):
+    """Int8Weights of the same width and group size as one matrix, their rows one after the other.
+
+    Returns the parts again, now views of the joined matrix's rows (nothing is stored twice), each
+    knowing it is part of it: `helpers.linear_each` multiplies a row by all of them in one product.
+    """
+    whole = Int8Weight(torch.cat([w.values for w in parts]), torch.cat([w.scales for w in parts]))
+    return _split(whole, [w.shape[0] for w in parts])
+
+
+def _split(whole, rows):
+    """Views of `whole`'s first rows[0] rows, its next rows[1] rows, and so on, each `part_of` it."""
+    parts, start = [], 0
+    for n in rows:
+        stop = start + n
+        parts.append(Int8Weight(whole.values[start:stop], whole.scales[start:stop], part_of=(whole, start)))
+        start = stop
+    return parts
+
+
+def whole_of(parts):
+    """The matrix `parts` were joined into (see `join`) if they are all its rows, in order; else None."""
+    if not (isinstance(parts[0], Int8Weight) and parts[0].part_of):
+        return None
+    whole, start = parts[0].part_of[0], 0
+    for w in parts:
+        if not (isinstance(w, Int8Weight) and w.part_of and w.part_of[0] is whole and w.part_of[1] == start):
+            return None
+        start += w.shape[0]
+    return whole if start == whole.shape[0] else None
+
+
+# The matrices a layer multiplies the same row by, which `quantize_model` joins, under the name
+# `save_int8` stores each joined matrix by.
+JOINED = {"attention.wqkv.weight": ("attention.wq.weight", "attention.wk.weight", "attention.wv.weight"),
+          "feed_forward.w13.weight": ("feed_forward.w1.weight", "feed_forward.w3.weight")}
+
+
 def is_matrix(name):
     """The tensors `helpers.linear` multiplies by: every layer's 7 matrices and the output layer."""
     return name == "output.weight" or name.endswith(("attention.wq.weight", "attention.wk.weight",
@@ -98,8 +141,17 @@ def quantize_model(model, group_size=None):
     The embedding table is only indexed: a prompt reads a few of its rows, so in int8 it would save
     file size but neither memory nor time. In Llama 3.2 1B and 3B it is also the output layer (tied):
     the output layer gets an int8 copy of its own, and the table stays for the lookups.
+
+    Each layer's wq, wk and wv are stored as one matrix, their rows one after the other, and so are
+    its w1 and w3 (`join`): they multiply the same row, and a decoded token then takes one call of the
+    compiled kernel for each group instead of one for each matrix. Each is quantised on its own, as
+    its scales are its rows' own.
     """
     weights = {name: quantize_int8(w, group_size) if is_matrix(name) else w for name, w in model.weights.items()}
+    for i in range(model.params.n_layers):
+        for parts in JOINED.values():
+            names = [f"layers.{i}.{part}" for part in parts]
+            weights.update(zip(names, join([weights[name] for name in names])))
     return dataclasses.replace(model, weights=weights)
 
 
@@ -122,10 +174,21 @@ def _raw_params(params):
 def save_int8(model, path):
     """Write a quantised model to `path`, a safetensors file: its tensors, its params and a format tag.
 
-    An `Int8Weight` named `name` is stored as `name` (int8) and `name.scales` (float32).
+    An `Int8Weight` named `name` is stored as `name` (int8) and `name.scales` (float32). Matrices
+    `quantize_model` joined are stored once, joined, under the JOINED name: `layers.0.attention.wqkv.weight`
+    holds layer 0's wq, wk and wv.
     """
-    tensors = {}
+    tensors, stored_joined = {}, set()
+    for i in range(model.params.n_layers):
+        for joined, parts in JOINED.items():
+            names = [f"layers.{i}.{part}" for part in parts]
+            whole = whole_of([model.weights[name] for name in names])
+            if whole is not None:
+                tensors[f"layers.{i}.{joined}"], tensors[f"layers.{i}.{joined}.scales"] = whole.values, whole.scales
+                stored_joined.update(names)
     for name, w in model.weights.items():
+        if name in stored_joined:
+            continue
         if isinstance(w, Int8Weight):
             tensors[name], tensors[name + ".scales"] = w.values, w.scales
         elif not (name == "output.weight" and model.tied_output):  # a tied table is stored once
@@ -192,10 +255,25 @@ def load_int8(path):
         flat = torch.frombuffer(data, dtype=dtype, count=count, offset=start + begin) if count else \
             torch.empty(0, dtype=dtype)
         tensors[name] = flat.view(entry["shape"])
+    shapes = expected_shapes(params)
+    parts = {}  # the matrices stored joined (see save_int8), as views of the joined one's rows
+    for i in range(params.n_layers):
+        for joined, names in JOINED.items():
+            joined, names = f"layers.{i}.{joined}", [f"layers.{i}.{name}" for name in names]
+            if joined in tensors:
+                rows = [shapes[name][0] for name in names]
+                whole = Int8Weight(tensors.pop(joined), tensors.pop(joined + ".scales", None))
+                if whole.scales is None or whole.shape[0] != sum(rows):
+                    raise LlamaError(f"{path}: {joined!r} should hold the {sum(rows)} rows of {', '.join(names)}, "
+                                     f"but holds {whole.shape[0]}, or has no scales. The file was not written by "
+                                     "helpers.save_int8, or was changed since: save it again.")
+                parts |= dict(zip(names, _split(whole, rows)))
     weights = {}
-    for name, shape in expected_shapes(params).items():
+    for name, shape in shapes.items():
         if name == "output.weight" and name not in tensors:
             weights[name] = tensors.get("tok_embeddings.weight")  # tied
+        elif name in parts:
+            weights[name] = parts[name]
         elif name + ".scales" in tensors:
             weights[name] = Int8Weight(tensors.pop(name), tensors.pop(name + ".scales"))
         else:

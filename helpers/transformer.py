@@ -8,7 +8,7 @@ import torch
 
 from .attention import attention
 from .errors import LlamaError
-from .compute import linear
+from .compute import linear, linear_each
 from .rope import rope_frequencies
 
 
@@ -19,7 +19,8 @@ def rms_norm(x, weight, eps):
 
 def feed_forward(x, w1, w2, w3):
     """SwiGLU: w2(silu(w1 x) * w3 x). w1 is the gate, w3 the up projection, w2 the down projection."""
-    return linear(torch.nn.functional.silu(linear(x, w1)) * linear(x, w3), w2)
+    gate, up = linear_each(x, w1, w3)  # two products, or one where int8 weights are joined (notebook 08)
+    return linear(torch.nn.functional.silu(gate) * up, w2)
 
 
 def transformer_block(x, layer, params, freqs, cache=None):

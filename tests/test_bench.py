@@ -270,8 +270,15 @@ def test_the_decode_step_benchmark_times_every_product_of_a_step(small_tied_dir,
     params = params_from_dict(SMALL_TIED)
     rows = {" ".join(line.split()[:2]): int(line.split()[2]) for line in printed.splitlines()
             if line.lstrip().startswith("(")}  # "(64, 64)" -> its calls per token
-    assert set(rows) == {str(shape) for name, shape in expected_shapes(params).items() if is_matrix(name)}
-    assert sum(rows.values()) == 7 * params.n_layers + 1  # every layer's 7 products, and the output layer's
+    shapes = {name: shape for name, shape in expected_shapes(params).items() if is_matrix(name)}
+    if kind:  # bf16: every layer's 7 products, and the output layer's
+        assert set(rows) == {str(shape) for shape in shapes.values()}
+        assert sum(rows.values()) == 7 * params.n_layers + 1
+    else:  # int8: wq, wk and wv joined, and w1 and w3: 4 products a layer
+        layer0 = {name.split(".")[-2]: shape for name, shape in shapes.items() if name.startswith("layers.0.")}
+        joined = [(layer0["wq"][0] + layer0["wk"][0] + layer0["wv"][0], params.dim), (2 * layer0["w1"][0], params.dim)]
+        assert set(rows) == {str(shape) for shape in [*joined, layer0["wo"], layer0["w2"], shapes["output.weight"]]}
+        assert sum(rows.values()) == 4 * params.n_layers + 1
     for figure in ("decode step:", "its matrix products:", "the step without them:", "the same bytes read by row sums:",
                    "no compiled kernel"):  # these small matrices take the block path
         assert figure in printed

@@ -1,5 +1,6 @@
 """Int8 weights (helpers/int8.py): rounding bounds, both paths of `linear`, saving and loading, and agreement with bf16."""
 
+import dataclasses
 import struct
 
 import pytest
@@ -7,8 +8,9 @@ import torch
 from conftest import random_model, random_params
 
 import helpers.compute as compute
-from helpers import (REPO_ROOT, Int8Weight, LlamaError, assert_close, dequantize, forward, linear, load_int8,
-                     quantize_int8, quantize_model, save_int8, weight_bytes)
+from helpers import (REPO_ROOT, Int8Weight, LlamaError, assert_close, dequantize, forward, linear, linear_each,
+                     load_int8, quantize_int8, quantize_model, save_int8, weight_bytes)
+from helpers.int8 import join, whole_of
 
 
 def a_matrix(rows=96, width=256, seed=0):
@@ -75,6 +77,49 @@ def test_quantize_model_turns_the_matrices_into_int8(tiny):
                                   if w.ndim == 2 and name != "tok_embeddings.weight")
 
 
+def test_quantize_model_joins_the_matrices_that_multiply_the_same_row(tiny):
+    """Each layer's wq, wk, wv are the rows of one int8 matrix, and so are its w1, w3: views, not copies."""
+    layer, q = tiny.layer(1), quantize_model(tiny).layer(1)
+    for names in (("wq", "wk", "wv"), ("w1", "w3")):
+        parts = [q[name] for name in names]
+        whole = whole_of(parts)
+        assert whole is not None and whole.shape == (sum(w.shape[0] for w in parts), tiny.params.dim)
+        start = 0
+        for name, w in zip(names, parts):
+            alone = quantize_int8(layer[name])  # each part's numbers and scales are its own
+            assert torch.equal(w.values, alone.values) and torch.equal(w.scales, alone.scales)
+            assert w.values.data_ptr() == whole.values.data_ptr() + start * whole.values.stride(0)
+            assert w.scales.data_ptr() == whole.scales.data_ptr() + 4 * start * whole.scales.stride(0)
+            start += w.shape[0]
+    assert whole_of([q["wk"], q["wq"], q["wv"]]) is None  # out of order
+    assert whole_of([q["wq"], q["wk"]]) is None  # not all the rows
+    assert whole_of([q["wo"]]) is None and whole_of([tiny.layer(1)["wq"]]) is None  # not joined
+
+
+@pytest.mark.parametrize("one_row", [False, True])
+def test_linear_each_makes_one_product_of_joined_matrices(fresh_fused, monkeypatch, one_row):
+    parts = [quantize_int8(a_matrix(rows, seed=rows)) for rows in (64, 32, 32)]
+    x = torch.randn(1 if one_row else 5, 256, generator=torch.Generator().manual_seed(3))
+    products = []
+
+    def counted(x, w):
+        products.append(tuple(w.shape))
+        return linear(x, w)
+
+    monkeypatch.setattr(compute, "linear", counted)
+    separate = linear_each(x, *parts)
+    assert products == [(64, 256), (32, 256), (32, 256)]
+    products.clear()
+    joined = linear_each(x, *join(parts))
+    assert products == [(128, 256)]
+    for got, expected, w in zip(joined, separate, parts):
+        assert got.shape == (len(x), w.shape[0])
+        assert_close(got, expected)
+        assert_close(got, x @ dequantize(w).T)
+    if one_row:  # the compiled kernel made the one product
+        assert {shape for shape, _, _ in compute._fused_shapes} == {(64, 256), (32, 256), (128, 256)}
+
+
 def corpus_logits(model):
     lines = [line for line in (REPO_ROOT / "data" / "corpus.txt").read_text().splitlines() if line.strip()]
     with torch.inference_mode():
@@ -103,6 +148,50 @@ def test_save_and_load_give_back_the_same_model(tiny, tmp_path):
     tokens = tiny.tokenizer.encode("A llama is")
     with torch.inference_mode():
         assert torch.equal(forward(loaded, tokens), forward(q, tokens))
+
+
+def test_joined_matrices_are_saved_once_and_loaded_joined(tiny, tmp_path):
+    from safetensors import safe_open
+
+    q = quantize_model(tiny)
+    path = save_int8(q, tmp_path / "tiny-int8.safetensors")
+    with safe_open(path, "pt") as f:
+        names = set(f.keys())
+    assert {"layers.0.attention.wqkv.weight", "layers.0.feed_forward.w13.weight.scales"} <= names
+    assert not any(name.startswith("layers.0.attention.wq.") or "w1.weight" in name for name in names)
+    loaded = load_int8(path).layer(0)
+    assert whole_of([loaded["wq"], loaded["wk"], loaded["wv"]]) is not None
+    assert whole_of([loaded["w1"], loaded["w3"]]) is not None
+
+
+def test_a_model_with_its_matrices_apart_saves_and_loads_them_apart(tiny, tmp_path):
+    """Int8Weights made one by one (as in notebook 08, or a file written before matrices were joined)."""
+    q = quantize_model(tiny)
+    apart = {name: Int8Weight(w.values.clone(), w.scales.clone()) if isinstance(w, Int8Weight) else w
+             for name, w in q.weights.items()}
+    loaded = load_int8(save_int8(dataclasses.replace(q, weights=apart), tmp_path / "apart.safetensors"))
+    assert whole_of([loaded.layer(0)["wq"], loaded.layer(0)["wk"], loaded.layer(0)["wv"]]) is None
+    tokens = tiny.tokenizer.encode("A llama is")
+    with torch.inference_mode():
+        assert_close(forward(loaded, tokens), forward(q, tokens))
+
+
+def test_a_joined_matrix_with_rows_missing_is_refused(tiny, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = save_int8(quantize_model(tiny), tmp_path / "tiny-int8.safetensors")
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(path)
+    for suffix in ("", ".scales"):
+        tensors["layers.1.feed_forward.w13.weight" + suffix] = tensors["layers.1.feed_forward.w13.weight" + suffix][:-1]
+    save_file(tensors, path, metadata=metadata)
+    rows = 2 * tiny.layer(1)["w1"].shape[0]
+    with pytest.raises(LlamaError, match=rf"'layers.1.feed_forward.w13.weight' should hold the {rows} rows of "
+                                         rf"layers.1.feed_forward.w1.weight, layers.1.feed_forward.w3.weight, "
+                                         rf"but holds {rows - 1}"):
+        load_int8(path)
 
 
 def test_loading_maps_the_file_without_reading_it(tiny, tmp_path):
