@@ -8,8 +8,9 @@ per weight on top of the 8.
 
 `helpers.linear` multiplies by an `Int8Weight` as it does by a bf16 matrix: a block of rows at
 a time, converted into float32, for a prompt; the compiled one-row kernel for a decoded token
-(helpers/compute.py). `quantize_model` turns a model's matrices into int8; `save_int8` and
-`load_int8` write and memory-map such a model as one safetensors file.
+(helpers/compute.py). `quantize_model` turns a model's matrices into int8, joining those that
+multiply the same row (`join`); `save_int8` and `load_int8` write and memory-map such a model as
+one safetensors file.
 """
 
 import dataclasses
