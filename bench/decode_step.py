@@ -19,10 +19,12 @@ a layer, not 7. This prints, each the median of --rounds runs:
   (norms, RoPE, attention, the cache, the checks);
 - one call of the same compiled kernel on a matrix of 8 rows: what a call costs beyond its
   arithmetic (torch.compile's Python wrappers, starting the threads);
-- with --compare-one-stream, the compiled kernels alone on the same matrices, taking turns: as
-  helpers has them (each matrix read in two halves side by side, `_in_two_halves` in
-  helpers/compute.py) and read in one stream from top to bottom (`_rows_times`,
-  `_rows_times_int8` compiled as they are); this compiles five more kernels first.
+- with --compare-parts 1,2,4, the compiled kernels alone on the same matrices, taking turns: as
+  helpers has them (each matrix read as PARTS blocks of rows side by side, `_in_parts` in
+  helpers/compute.py) and read as each number of parts given (1: from top to bottom); this
+  compiles five more kernels for each number first;
+- with --simdlen 256, all of it with the kernels compiled for 256-bit vectors: AVX2 code, as a CPU
+  without AVX-512 gets, on a CPU that has it.
 
 The products and the row sums take turns round after round, so that both see the same machine.
 A benchmark, not a test: the figures depend on the machine and on what else runs on it.
@@ -36,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import torch._inductor.config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import helpers.compute  # noqa: E402
@@ -60,6 +63,25 @@ def step_matrices(model):
             whole = whole_of([layer[name] for name in group])
             matrices += [layer[name] for name in group] if whole is None else [whole]
     return matrices + [model.weights["output.weight"]]
+
+
+def parts_list(text):
+    try:
+        parts = [int(n) for n in text.split(",")]
+    except ValueError:
+        parts = []
+    if not parts or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive whole numbers such as 1,2,4")
+    return parts
+
+
+def kernel_in_parts(parts, bf16):
+    """helpers' one-row kernel for bf16 or int8 weights, compiled to read each matrix as `parts` blocks."""
+    compute = helpers.compute
+    if bf16:
+        return torch.compile(lambda w, x: compute._in_parts(compute._rows_times, (w,), x, parts=parts), dynamic=False)
+    return torch.compile(lambda words, scales, x4: compute._in_parts(
+        compute._rows_times_int8, (words, scales), x4, parts=parts), dynamic=False, options=compute.INT8_OPTIONS)
 
 
 @contextmanager
@@ -91,9 +113,14 @@ def main(argv=None):
     parser.add_argument("model_dir", type=Path, help="a Llama 3 checkpoint folder (params.json, consolidated.00.pth)")
     parser.add_argument("--bf16", action="store_true", help="keep the bf16 weights instead of quantising to int8")
     parser.add_argument("--rounds", type=int, default=9, help="runs of each measurement (default 9)")
-    parser.add_argument("--compare-one-stream", action="store_true",
-                        help="also time the kernels reading each matrix in one stream, against helpers' two")
+    parser.add_argument("--compare-parts", type=parts_list, default=[], metavar="N,N,...",
+                        help=f"also time the kernels reading each matrix as N blocks of rows side by side, "
+                             f"against helpers' {helpers.compute.PARTS}")
+    parser.add_argument("--simdlen", type=int, metavar="BITS",
+                        help="compile the kernels for vectors of this many bits (256: AVX2 code on an AVX-512 CPU)")
     args = parser.parse_args(argv)
+    if args.simdlen:
+        torch._inductor.config.cpp.simdlen = args.simdlen
 
     model = load_model(args.model_dir, verbose=False)
     if not args.bf16:
@@ -142,17 +169,21 @@ def main(argv=None):
             compiled(*kernel_args)
             call_s = statistics.median(seconds(lambda: [compiled(*kernel_args) for _ in range(100)])
                                        for _ in range(args.rounds)) / 100
-        if compiled and args.compare_one_stream:
-            one_stream = torch.compile(helpers.compute._rows_times, dynamic=False) if args.bf16 else \
-                torch.compile(helpers.compute._rows_times_int8, dynamic=False, options=helpers.compute.INT8_OPTIONS)
+        if compiled and args.compare_parts:
             kernel_inputs = [(w, inputs[w.shape[1]].view(-1).clone()) if args.bf16 else
                              helpers.compute._as_words(w, inputs[w.shape[1]].view(-1)) for w in matrices]
+            # The lambdas of kernel_in_parts share their code, which torch.compile would compile at most 8
+            # times: 5 shapes for each number of parts.
+            limit = torch._dynamo.config.recompile_limit
+            torch._dynamo.config.recompile_limit = max(limit, 8 * len(args.compare_parts))
+            kernels = [compiled] + [kernel_in_parts(parts, args.bf16) for parts in args.compare_parts]
 
             def run(kernel):
                 return lambda: [kernel(*each) for each in kernel_inputs]
 
-            run(one_stream)()  # compiles
-            streams = [(seconds(run(compiled)), seconds(run(one_stream))) for _ in range(args.rounds)]
+            for kernel in kernels[1:]:
+                run(kernel)()  # compiles
+            by_parts = [[seconds(run(kernel)) for kernel in kernels] for _ in range(args.rounds)]
 
     products_s, sums_s = (statistics.median(column) for column in zip(*rounds))
     total_bytes = sum(nbytes(w) for w in matrices)
@@ -180,12 +211,16 @@ def main(argv=None):
               f"{len(matrices) * call_s * 1e3:.1f} ms")
     else:
         print("no compiled kernel: these matrices take the block path (see helpers/compute.py)")
-    if compiled and args.compare_one_stream:
-        two_s, one_s = (statistics.median(column) for column in zip(*streams))
-        ratio = statistics.median(one / two for two, one in streams)
-        print(f"the kernels alone, two halves side by side: {two_s * 1e3:6.1f} ms ({total_bytes / two_s / 1e9:.1f} GB/s)")
-        print(f"the kernels alone, one stream:              {one_s * 1e3:6.1f} ms ({total_bytes / one_s / 1e9:.1f} GB/s); "
-              f"round by round, {ratio:.2f} times the time of two")
+    if compiled and args.compare_parts:
+        print()
+        print("the kernels alone, each matrix read as N blocks of rows side by side:")
+        for i, parts in enumerate([helpers.compute.PARTS] + args.compare_parts):
+            took = statistics.median(round_[i] for round_ in by_parts)
+            line = f"  N = {parts:<3} {took * 1e3:6.1f} ms ({total_bytes / took / 1e9:4.1f} GB/s)"
+            if i:
+                ratio = statistics.median(round_[i] / round_[0] for round_ in by_parts)
+                line += f"; round by round, {ratio:.2f} times the time of {helpers.compute.PARTS} (helpers')"
+            print(line)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,14 @@ synthetic one of a real model's shapes, or the real thing. In three steps:
    Then llama-quantize makes a Q8_0 copy (8.5 bits a weight). Each file is
    written under a temporary name and renamed when complete; a complete one
    is reused. The disk's free space is checked first.
-3. Measure. `llama-bench -m MODEL -p 17 -n 32 -t 2` (--prompt, --gen,
-   --threads), once per GGUF: the 17-token prompt is the course's classic
-   prompt's length; 32 tokens are decoded one at a time. Before each run the
+3. Measure. `llama-bench -m MODEL -p 17 -n 0 -t 2`, then `-p 0 -n 32`
+   (--prompt, --gen, --threads), for each GGUF: the 17-token prompt is the
+   course's classic prompt's length; 32 tokens are decoded one at a time.
+   --repack 0 or 1 is handed to llama-bench (1, its default, rearranges Q8_0
+   weights for the CPU's vector instructions). The two are run apart, so that
+   one failing leaves the other's figure: llama.cpp 0c1e57098's repacked Q8_0
+   crashed on the prompt on a 2-core Xeon with AVX-512 and AMX, while its
+   decoding ran (use --repack 0 there for a prefill figure). Before each run the
    script waits (at most --wait seconds) for the 1-minute load average to fall
    below --max-load, and prints the load average the run started at: with 2
    threads on 2 cores, any other busy process slows llama.cpp down.
@@ -404,21 +409,37 @@ def wait_for_quiet(max_load, wait):
     return load
 
 
-def llama_bench(bin_dir, model, prompt, gen, threads, repetitions):
-    """llama-bench's JSON results: one entry for the prompt test, one for the generation test."""
-    out = run([str(bin_dir / "llama-bench"), "-m", str(model), "-p", str(prompt), "-n", str(gen),
-               "-t", str(threads), "-r", str(repetitions), "-o", "json"])
-    return json.loads(out[out.index("["):])
+def llama_bench(bin_dir, model, prompt, gen, threads, repetitions, repack=None):
+    """llama-bench's JSON result for one test: a prompt of `prompt` tokens, or `gen` tokens decoded one at a time.
+
+    A failed run gives the reason instead, in a line: the prompt and the decoding are measured apart, so that
+    one of them crashing (llama.cpp 0c1e57098's repacked Q8_0 prompt code did, on a Xeon with AVX-512) still
+    leaves the other's figure.
+    """
+    command = [str(bin_dir / "llama-bench"), "-m", str(model), "-p", str(prompt), "-n", str(gen),
+               "-t", str(threads), "-r", str(repetitions), "-o", "json"]
+    if repack is not None:
+        command += ["--repack", str(repack)]
+    try:
+        out = run(command)
+    except BenchError as error:
+        return str(error).splitlines()[0]
+    return json.loads(out[out.index("["):])[0]
 
 
-def row(kind, results, load):
-    """One line of the table, from llama-bench's results."""
-    pp = next(r for r in results if r["n_prompt"] > 0 and r["n_gen"] == 0)
-    tg = next(r for r in results if r["n_gen"] > 0 and r["n_prompt"] == 0)
-    seconds = pp["avg_ns"] / 1e9
-    return (f"| {kind} | {pp['model_size'] / 1e9:.2f} GB | {load:.2f} | "
-            f"{seconds:.2f} s ({pp['avg_ts']:.1f} ± {pp['stddev_ts']:.1f} tokens/s) | "
-            f"{tg['avg_ts']:.2f} ± {tg['stddev_ts']:.2f} tokens/s |")
+def failed(reason):
+    """A table cell for a llama-bench run that failed."""
+    return "failed: " + reason[reason.index("(exit code"):].strip("():") if "(exit code" in reason else reason
+
+
+def row(kind, pp, tg, load):
+    """One line of the table, from llama-bench's prompt and generation results (a string where one failed)."""
+    size = next((r["model_size"] for r in (pp, tg) if isinstance(r, dict)), None)
+    prefill = failed(pp) if isinstance(pp, str) else \
+        f"{pp['avg_ns'] / 1e9:.2f} s ({pp['avg_ts']:.1f} ± {pp['stddev_ts']:.1f} tokens/s)"
+    decode = failed(tg) if isinstance(tg, str) else f"{tg['avg_ts']:.2f} ± {tg['stddev_ts']:.2f} tokens/s"
+    file_size = "?" if size is None else f"{size / 1e9:.2f} GB"
+    return f"| {kind} | {file_size} | {load:.2f} | {prefill} | {decode} |"
 
 
 def main(argv=None):
@@ -434,6 +455,9 @@ def main(argv=None):
     parser.add_argument("--gen", type=int, default=32, help="generated tokens (llama-bench -n)")
     parser.add_argument("--threads", type=int, default=2, help="threads (llama-bench -t)")
     parser.add_argument("--repetitions", type=int, default=5, help="runs of each test (llama-bench -r)")
+    parser.add_argument("--repack", type=int, choices=(0, 1),
+                        help="llama-bench --repack: 0 keeps the Q8_0 weights as stored, 1 rearranges them for the "
+                             "CPU's vector instructions (llama-bench's default)")
     parser.add_argument("--max-load", type=float, default=1.0,
                         help="wait for the 1-minute load average to fall below this")
     parser.add_argument("--wait", type=float, default=600, help="seconds to wait for it at most, per run")
@@ -482,17 +506,23 @@ def main(argv=None):
                 quantize(bin_dir, bf16, files["q8_0"], params_weights(params), args.build_nice)
 
         rows, built = [], ""
+        repack = "" if args.repack is None else f" --repack {args.repack}"
         for kind in types:
-            say(f"llama-bench -m {files[kind].name} -p {args.prompt} -n {args.gen} -t {args.threads} "
-                f"-r {args.repetitions} ...")
+            say(f"llama-bench -m {files[kind].name} -p {args.prompt} -n 0, then -p 0 -n {args.gen}; "
+                f"-t {args.threads} -r {args.repetitions}{repack} ...")
             load = wait_for_quiet(args.max_load, args.wait)
-            results = llama_bench(bin_dir, files[kind], args.prompt, args.gen, args.threads, args.repetitions)
-            rows.append(row(kind.upper(), results, load))
+            pp, tg = (llama_bench(bin_dir, files[kind], prompt, gen, args.threads, args.repetitions, args.repack)
+                      for prompt, gen in ((args.prompt, 0), (0, args.gen)))
+            rows.append(row(kind.upper(), pp, tg, load))
             say(f"  {rows[-1]}")
-            first = results[0]
-            built = f"llama-bench build {first['build_commit']} ({first['build_number']}), {first['cpu_info']}"
+            for result in (pp, tg):
+                if isinstance(result, dict):
+                    built = (f"llama-bench build {result['build_commit']} ({result['build_number']}), "
+                             f"{result['cpu_info']}")
+                else:
+                    say(f"  {result}")
         say()
-        say(f"{stem}: {params.n_layers} layers, dim {params.dim}; {args.threads} threads; {built}")
+        say(f"{stem}: {params.n_layers} layers, dim {params.dim}; {args.threads} threads{repack}; {built}")
         say(f"| weights | file | load average | {args.prompt}-token prefill | decode ({args.gen} tokens) |")
         say("|---|---|---|---|---|")
         for line in rows:

@@ -15,9 +15,9 @@ about half the memory bandwidth (bench/linear_bf16.py). For a single row and
 a real model's matrix (any Llama 3's, from the 1B up), `linear` uses a
 kernel that torch.compile generates from `(w.float() * x).sum(-1)`: it
 converts each weight in a register and adds up in float32 as it goes, in one
-pass and with no float32 copy, reading the top and bottom halves of the
-matrix side by side (`_in_two_halves`). Where torch.compile cannot build it
-(no C++ compiler, say), the block path is used from then on.
+pass and with no float32 copy, reading eight blocks of the matrix's rows side
+by side (`_in_parts`). Where torch.compile cannot build it (no C++ compiler,
+say), the block path is used from then on.
 
 Int8 weights (`helpers.int8.Int8Weight`, notebook 08) take the same two paths:
 a block of int8 rows times their scales into the same float32 buffer, or a
@@ -54,6 +54,8 @@ FUSED_MAX_SHAPES = 8
 # make only when allowed to: it spends most of its time in arithmetic. The bf16 kernel, which mostly
 # waits for memory, ran no faster with it.
 INT8_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
+# The one-row kernels read a matrix as PARTS blocks of rows side by side (`_in_parts`).
+PARTS = 8
 _fused = None  # the compiled kernel; None until first needed, False where it cannot be built
 _fused_int8 = None  # the same for int8 weights
 _fused_shapes = set()  # (weight shape, its dtype or (torch.int8, group size), x dtype) of each shape built
@@ -67,26 +69,25 @@ def _rows_times(w, x):
 def _rows_times_int8(words, scales, x4):
     """An int8 matrix times one row, run only compiled (see `_fused_matvec`).
 
-    `words` (out, dim / 4) holds the matrix's int8 numbers four at a time, in 32-bit words, `scales`
-    (out, groups) their scales, and x4[k] (dim / 4,) the entries of x that the k-th byte of each word
-    multiplies. Shifting a word left then right (sign-extending) takes out one byte as an int32, which
-    converts to float32 in one instruction: the code torch.compile writes for int8 numbers taken one
-    at a time ran 2 to 3 times slower here.
+    `words` (out, dim / 4) int32 holds the matrix's int8 numbers four at a time, `scales` (out, groups)
+    their scales, and x4[k] (dim / 4,) the entries of x that the k-th byte of each word multiplies.
+    Shifting a word left then right (sign-extending) takes out one byte as an int32, which converts to
+    float32 in one instruction. The code torch.compile writes for int8 numbers taken one at a time ran
+    2 to 3 times slower on a 2-core AMD EPYC (AVX2).
 
     The four bytes' products are added together before the sum over each group, so that the compiled
     loop keeps one running sum per row rather than four; compiled with multiply-adds (FMA, see
-    `_fused_matvec`), it then needs fewer instructions and fits in the CPU's vector registers. On this
-    project's machine (2-core AMD EPYC, AVX2) the four sums, read in two halves, ran out of registers and
-    kept one in memory; this form took 0.90 times their time over the Llama 3.2 1B's layer matrices
-    (median of 100 paired rounds).
+    `_fused_matvec`), it then needs fewer instructions and fits in the CPU's vector registers. On the
+    AMD EPYC the four sums ran out of AVX2's 16 registers and kept one in memory; this form took 0.90
+    times their time over the Llama 3.2 1B's layer matrices (median of 100 paired rounds).
 
-    The words come in typed float32 and are read back as int32 here, a free reinterpretation of the
-    bits: the compiled code loads float32 straight from memory, but loads int32 through a copy on
-    the stack, which made the whole kernel 2.4 times slower on this project's machine (torch 2.13,
-    AVX2).
+    The words must come in typed int32. Typed float32 and read back with `words.view(torch.int32)`
+    here, torch.compile writes the reinterpretation as a copy through the stack, which the C compiler
+    removes from AVX2 code but not from AVX-512 code: on a 2-core Intel Xeon (AVX-512) that made the
+    Llama 3.2 1B's decoding in int8 2.6 times slower (a step of 233 ms instead of 88.5 ms).
     """
     rows, groups = scales.shape
-    words = words.view(torch.int32).view(rows, groups, -1)
+    words = words.view(rows, groups, -1)
     products = 0  # the four bytes' products, added up
     for k in range(4):
         byte = (words << (24 - 8 * k)) >> 24
@@ -94,40 +95,53 @@ def _rows_times_int8(words, scales, x4):
     return (products.sum(-1) * scales).sum(-1)
 
 
-def _in_two_halves(rows_times, matrices, *vectors):
-    """`rows_times(*matrices, *vectors)`, computed for the first half of the rows and the second, then joined.
+def _in_parts(rows_times, matrices, *vectors, parts=PARTS):
+    """`rows_times(*matrices, *vectors)`, computed for `parts` blocks of rows, then joined.
 
     The result is the same, row for row. What changes is the order of reading: torch.compile fuses
-    the two halves into one loop that reads a row from each half at every step, so the CPU streams
-    two places of memory at once instead of one. Both kernels mostly wait for memory, and the int8
-    one spends about 20 instructions on each 32 bytes it reads, so that few reads are in flight at
-    a time; two streams keep more of them going. On this project's machine (2-core AMD EPYC, AVX2), one
-    stream took 1.10 to 1.12 times as long as two for the Llama 3.2 1B shape's int8 products, and
-    1.20 times for its bf16 ones (`bench/decode_step.py DIR [--bf16] --compare-one-stream`); four
-    streams were no faster than two.
+    the blocks' products into one loop that takes a row from each block at every step, so that the CPU
+    streams from `parts` places in memory at once instead of one, and each piece of x it loads serves
+    that many rows. Rows that do not divide evenly leave the last block a little longer, and that block
+    gets a loop of its own (every Llama 3 matrix divides by 8); fewer rows than parts make a block each.
+
+    Both kernels mostly wait for memory, and more places read at once keep more reads in flight. Over
+    the Llama 3.2 1B's products on a 2-core Intel Xeon (AVX-512), one, two and four parts took these
+    times the time of eight (`bench/decode_step.py DIR [--bf16] --compare-parts 1,2,4`; with
+    `--simdlen 256`, the AVX2 code a CPU without AVX-512 gets):
+
+    | parts | int8 | bf16 | int8, AVX2 code | bf16, AVX2 code |
+    |---|---|---|---|---|
+    | 1 | 1.59 | 1.23 | 2.52 | 1.48 |
+    | 2 | 1.26 | 1.06 | 2.35 | 1.19 |
+    | 4 | 1.06 | 0.98 | 1.15 | 1.04 |
+
+    On a 2-core AMD EPYC (AVX2), one part took 1.10 to 1.12 times the time of two in int8 and 1.20
+    times in bf16, and four parts were no faster than two in int8; eight were not measured there. With
+    eight, the AVX2 code still keeps its sums in registers (its inner loop never reads or writes the
+    stack).
     """
-    half = len(matrices[0]) // 2
-    first = rows_times(*(m[:half] for m in matrices), *vectors)
-    second = rows_times(*(m[half:] for m in matrices), *vectors)
-    return torch.cat([first, second])
+    rows = len(matrices[0])
+    parts = min(parts, rows)
+    cuts = [rows // parts * i for i in range(parts)] + [rows]
+    return torch.cat([rows_times(*(m[start:end] for m in matrices), *vectors) for start, end in zip(cuts, cuts[1:])])
 
 
 def _matvec(w, x):
-    """w (out, dim) times x (dim,) in x's dtype, in two halves of rows read side by side. Run only compiled."""
-    return _in_two_halves(_rows_times, (w,), x)
+    """w (out, dim) times x (dim,) in x's dtype, in PARTS blocks of rows read side by side. Run only compiled."""
+    return _in_parts(_rows_times, (w,), x)
 
 
 def _matvec_int8(words, scales, x4):
-    """An int8 matrix times one row (see `_rows_times_int8`), in two halves of rows read side by side."""
-    return _in_two_halves(_rows_times_int8, (words, scales), x4)
+    """An int8 matrix times one row (see `_rows_times_int8`), in PARTS blocks of rows read side by side."""
+    return _in_parts(_rows_times_int8, (words, scales), x4)
 
 
 def _as_words(w, x):
-    """`_matvec_int8`'s inputs: w's numbers as 32-bit words (typed float32), and x's entries split by byte.
+    """`_matvec_int8`'s inputs: w's numbers as int32 words, and x's entries split by byte.
 
     On a little-endian CPU (x86, ARM) the k-th byte of word j is entry 4j + k of a row.
     """
-    return w.values.view(torch.float32), w.scales, x.view(-1, 4).T.contiguous()
+    return w.values.view(torch.int32), w.scales, x.view(-1, 4).T.contiguous()
 
 
 def _fused_matvec(w, x):

@@ -282,3 +282,22 @@ def test_the_decode_step_benchmark_times_every_product_of_a_step(small_tied_dir,
     for figure in ("decode step:", "its matrix products:", "the step without them:", "the same bytes read by row sums:",
                    "no compiled kernel"):  # these small matrices take the block path
         assert figure in printed
+
+
+def test_the_decode_step_benchmark_compares_numbers_of_parts(small_tied_dir, capsys, fresh_fused):
+    """--compare-parts times the compiled kernels reading each matrix in other numbers of parts, taking turns with
+    helpers' own (the small model's matrices take the compiled kernel here: fresh_fused lowers the thresholds)."""
+    import helpers.compute as compute
+
+    load_script("bench/decode_step.py").main([str(small_tied_dir), "--rounds", "2", "--compare-parts", "1"])
+    printed = capsys.readouterr().out
+    assert "one compiled call on 8 rows:" in printed
+    assert f"N = {compute.PARTS} " in printed
+    assert "N = 1 " in printed and f"times the time of {compute.PARTS} (helpers')" in printed
+
+
+@pytest.mark.parametrize("parts", ["0", "two", "2,,4", ""])
+def test_the_decode_step_benchmark_refuses_parts_that_are_not_positive_numbers(small_tied_dir, capsys, parts):
+    with pytest.raises(SystemExit):
+        load_script("bench/decode_step.py").main([str(small_tied_dir), "--compare-parts", parts])
+    assert "is not a list of positive whole numbers" in capsys.readouterr().err

@@ -109,14 +109,16 @@ def test_a_row_made_in_or_out_of_inference_mode_takes_the_same_compiled_kernel(f
     assert len(_debug_get_cache_entry_list(code)) == before + 1
 
 
+@pytest.mark.parametrize("rows", [257, 5])
 @pytest.mark.parametrize("int8", [False, True])
-def test_an_odd_number_of_rows_is_split_into_unequal_halves_and_agrees(fresh_fused, int8):
-    """The kernels compute the top and bottom halves of the rows side by side; with an odd count the halves
-    differ by a row, and every row must still come out once, in its place."""
+def test_rows_that_do_not_divide_into_the_parts_still_come_out_whole_and_in_order(fresh_fused, int8, rows):
+    """The kernels compute compute.PARTS blocks of rows side by side. 257 rows leave the last block longer
+    than the others, and 5 are fewer than the parts: every row must still come out once, in its place."""
     from helpers import dequantize, quantize_int8
 
-    w, x = weights_and_row(rows=257)
+    assert rows % compute.PARTS and rows // compute.PARTS in (0, 32)
+    w, x = weights_and_row(rows=rows)
     w = quantize_int8(w) if int8 else w
     out = linear(x, w)
-    assert compute._fused_shapes and out.shape == (1, 257)  # the compiled kernel ran
+    assert compute._fused_shapes and out.shape == (1, rows)  # the compiled kernel ran
     assert_close(out, x @ dequantize(w).T)
