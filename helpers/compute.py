@@ -73,7 +73,8 @@ def _rows_times_int8(words, scales, x4):
     their scales, and x4[k] (dim / 4,) the entries of x that the k-th byte of each word multiplies.
     Shifting a word left then right (sign-extending) takes out one byte as an int32, which converts to
     float32 in one instruction. The code torch.compile writes for int8 numbers taken one at a time ran
-    2 to 3 times slower on a 2-core AMD EPYC (AVX2).
+    2 to 3 times slower on a 2-core AMD EPYC (AVX2), and 7 times slower in AVX2 code on a 2-core Intel
+    Xeon, though about as fast in that Xeon's AVX-512 code.
 
     The four bytes' products are added together before the sum over each group, so that the compiled
     loop keeps one running sum per row rather than four; compiled with multiply-adds (FMA, see
