@@ -512,14 +512,14 @@ def main(argv=None):
                 f"-t {args.threads} -r {args.repetitions}{repack} ...")
             load = wait_for_quiet(args.max_load, args.wait)
             pp, tg = (llama_bench(bin_dir, files[kind], prompt, gen, args.threads, args.repetitions, args.repack)
-                      for prompt, gen in ((args.prompt, 0), (0, args.gen)))
+                      if prompt or gen else "not run" for prompt, gen in ((args.prompt, 0), (0, args.gen)))
             rows.append(row(kind.upper(), pp, tg, load))
             say(f"  {rows[-1]}")
             for result in (pp, tg):
                 if isinstance(result, dict):
                     built = (f"llama-bench build {result['build_commit']} ({result['build_number']}), "
                              f"{result['cpu_info']}")
-                else:
+                elif result != "not run":
                     say(f"  {result}")
         say()
         say(f"{stem}: {params.n_layers} layers, dim {params.dim}; {args.threads} threads{repack}; {built}")

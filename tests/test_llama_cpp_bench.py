@@ -122,3 +122,21 @@ def test_no_compiler_is_said(monkeypatch):
     monkeypatch.delenv("CXX", raising=False)
     with pytest.raises(bench.BenchError, match="No C and C.. compiler"):
         bench.check_compilers()
+
+
+def test_a_crashed_prompt_run_still_leaves_the_decoding_figure(tmp_path, monkeypatch):
+    """The prompt and the decoding are separate llama-bench runs: one crashing (llama.cpp 0c1e57098's repacked Q8_0
+    prompt code did, on a Xeon) is named in its cell, and the other's figure stays. --repack is handed on."""
+    commands = []
+
+    def run(command, **kwargs):
+        commands.append(command)
+        if command[command.index("-p") + 1] != "0":
+            raise bench.BenchError(f"`{' '.join(command)}` failed (exit code -11):\nSegmentation fault")
+        return json.dumps([{"model_size": 1.31e9, "avg_ts": 21.05, "stddev_ts": 0.04}])
+
+    monkeypatch.setattr(bench, "run", run)
+    pp, tg = (bench.llama_bench(tmp_path, tmp_path / "m.gguf", prompt, gen, 2, 5, repack=1)
+              for prompt, gen in ((17, 0), (0, 32)))
+    assert all(command[-2:] == ["--repack", "1"] for command in commands)
+    assert bench.row("Q8_0", pp, tg, 0.5) == "| Q8_0 | 1.31 GB | 0.50 | failed: exit code -11 | 21.05 ± 0.04 tokens/s |"
