@@ -15,7 +15,7 @@ about half the memory bandwidth (bench/linear_bf16.py). For a single row and
 a real model's matrix (any Llama 3's, from the 1B up), `linear` uses a
 kernel that torch.compile generates from `(w.float() * x).sum(-1)`: it
 converts each weight in a register and adds up in float32 as it goes, in one
-pass and with no float32 copy, reading eight blocks of the matrix's rows side
+pass and with no float32 copy, reading four blocks of the matrix's rows side
 by side (`_in_parts`). Where torch.compile cannot build it (no C++ compiler,
 say), the block path is used from then on.
 
@@ -55,7 +55,7 @@ FUSED_MAX_SHAPES = 8
 # waits for memory, ran no faster with it.
 INT8_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
 # The one-row kernels read a matrix as PARTS blocks of rows side by side (`_in_parts`).
-PARTS = 8
+PARTS = 4
 _fused = None  # the compiled kernel; None until first needed, False where it cannot be built
 _fused_int8 = None  # the same for int8 weights
 _fused_shapes = set()  # (weight shape, its dtype or (torch.int8, group size), x dtype) of each shape built
@@ -80,12 +80,15 @@ def _rows_times_int8(words, scales, x4):
     loop keeps one running sum per row rather than four; compiled with multiply-adds (FMA, see
     `_fused_matvec`), it then needs fewer instructions and fits in the CPU's vector registers. On the
     AMD EPYC the four sums ran out of AVX2's 16 registers and kept one in memory; this form took 0.90
-    times their time over the Llama 3.2 1B's layer matrices (median of 100 paired rounds).
+    times their time over the Llama 3.2 1B's layer matrices (median of 100 paired rounds). With the
+    rows read in four parts (`_in_parts`), the AVX2 loop still keeps its sums in registers: its
+    inner loop never reads or writes the stack.
 
     The words must come in typed int32. Typed float32 and read back with `words.view(torch.int32)`
     here, torch.compile writes the reinterpretation as a copy through the stack, which the C compiler
     removes from AVX2 code but not from AVX-512 code: on a 2-core Intel Xeon (AVX-512) that made the
-    Llama 3.2 1B's decoding in int8 2.6 times slower (a step of 233 ms instead of 88.5 ms).
+    Llama 3.2 1B's decoding in int8 2.6 times slower (a step of 233 ms instead of 88.5 ms, both with
+    the rows read in two parts).
     """
     rows, groups = scales.shape
     words = words.view(rows, groups, -1)
@@ -103,23 +106,26 @@ def _in_parts(rows_times, matrices, *vectors, parts=PARTS):
     the blocks' products into one loop that takes a row from each block at every step, so that the CPU
     streams from `parts` places in memory at once instead of one, and each piece of x it loads serves
     that many rows. Rows that do not divide evenly leave the last block a little longer, and that block
-    gets a loop of its own (every Llama 3 matrix divides by 8); fewer rows than parts make a block each.
+    gets a loop of its own (every Llama 3 matrix divides by 8); fewer rows than parts make a row each.
 
     Both kernels mostly wait for memory, and more places read at once keep more reads in flight. Over
-    the Llama 3.2 1B's products on a 2-core Intel Xeon (AVX-512), one, two and four parts took these
-    times the time of eight (`bench/decode_step.py DIR [--bf16] --compare-parts 1,2,4`; with
+    the Llama 3.2 1B's products on a 2-core Intel Xeon (AVX-512), other numbers of parts took these
+    times the time of four (`bench/decode_step.py DIR [--bf16] --compare-parts 1,2,8`; with
     `--simdlen 256`, the AVX2 code a CPU without AVX-512 gets):
 
     | parts | int8 | bf16 | int8, AVX2 code | bf16, AVX2 code |
     |---|---|---|---|---|
-    | 1 | 1.59 | 1.23 | 2.52 | 1.48 |
-    | 2 | 1.26 | 1.06 | 2.35 | 1.19 |
-    | 4 | 1.06 | 0.98 | 1.15 | 1.04 |
+    | 1 | 1.52 | 1.17 | 2.05 | 1.45 |
+    | 2 | 1.20 | 1.06 | 1.89 | 1.14 |
+    | 8 | 0.94 | 0.98 | 0.90 | 0.96 |
 
-    On a 2-core AMD EPYC (AVX2), one part took 1.10 to 1.12 times the time of two in int8 and 1.20
-    times in bf16, and four parts were no faster than two in int8; eight were not measured there. With
-    eight, the AVX2 code still keeps its sums in registers (its inner loop never reads or writes the
-    stack).
+    Eight parts are a little faster still, but a larger kernel takes longer to compile, which every
+    session with an empty compile cache (a fresh Kaggle one, say) waits for on its first decoded token:
+    on the 1B (`bench/fit.py DIR --skip-tutorial --skip-limits --compile-cache empty`) that token took
+    14.5 s in bf16 and 17.3 to 17.8 s in int8 with four parts, 15.2 to 15.8 s and 21.3 to 22.0 s with
+    eight, and 13.9 s and 15.1 s with two. On a 2-core AMD EPYC (AVX2), with an earlier int8 kernel,
+    one part took 1.10 to 1.12 times the time of two in int8 and 1.20 times in bf16, and four parts
+    were no faster than two in int8.
     """
     rows = len(matrices[0])
     parts = min(parts, rows)
