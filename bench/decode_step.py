@@ -19,7 +19,7 @@ a layer, not 7. This prints, each the median of --rounds runs:
   (norms, RoPE, attention, the cache, the checks);
 - one call of the same compiled kernel on a matrix of 8 rows: what a call costs beyond its
   arithmetic (torch.compile's Python wrappers, starting the threads);
-- with --compare-parts 1,2,4, the compiled kernels alone on the same matrices, taking turns: as
+- with --compare-parts 1,2,8, the compiled kernels alone on the same matrices, taking turns: as
   helpers has them (each matrix read as PARTS blocks of rows side by side, `_in_parts` in
   helpers/compute.py) and read as each number of parts given (1: from top to bottom); this
   compiles five more kernels for each number first;
@@ -71,7 +71,7 @@ def parts_list(text):
     except ValueError:
         parts = []
     if not parts or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive whole numbers such as 1,2,4")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive whole numbers such as 1,2,8")
     return parts
 
 
