@@ -3,6 +3,8 @@
 # make test-real-shapes - every notebook on 2-layer checkpoints of Llama 3 8B's, 3.1 8B's, 3.2 1B's and 3B's shapes
 # make notebooks  - execute the notebooks and save their outputs (after changing helpers/ or data/)
 # make demo       - the command-line demo on the classic prompt
+# make wheel      - build dist/llama3_from_scratch-*.whl, the course as a package (Colab, a laptop)
+# make kaggle OWNER=<Kaggle username> - write dist/kaggle/, the course as one Kaggle Dataset to upload
 # make tiny-model - retrain the embedded tiny model (about 10 minutes on 2 cores)
 #
 # Inside an active virtualenv or conda environment, that environment is used;
@@ -20,7 +22,7 @@ TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-test run notebooks test test-real-shapes tiny-model demo
+.PHONY: install install-test run notebooks test test-real-shapes tiny-model demo wheel kaggle
 
 .venv/bin/python:
 	python3 -m venv .venv
@@ -51,3 +53,12 @@ test-real-shapes: install-test
 
 tiny-model: install
 	$(PYTHON) scripts/train_tiny_model.py
+
+# Building the wheel needs setuptools 70.1 or later (it has bdist_wheel built in), and no network.
+wheel: install
+	$(PIP) "setuptools>=70.1"
+	$(PYTHON) scripts/package_course.py wheel
+
+kaggle: install
+	$(PIP) "setuptools>=70.1"
+	$(PYTHON) scripts/package_course.py kaggle $(if $(OWNER),--owner "$(OWNER)")

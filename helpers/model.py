@@ -5,7 +5,8 @@ consolidated.00.pth. `find_model` looks, in order, at:
 
 1. the path given to it;
 2. the LLAMA3_DIR environment variable;
-3. Kaggle inputs (/kaggle/input/...) that hold params.json and consolidated.*.pth;
+3. Kaggle inputs (under /kaggle/input, in either of Kaggle's mount layouts) that hold params.json and
+   consolidated.*.pth, in the order of their paths;
 4. the folders where `download_llama3` puts each model of `MODELS`: llama-3-8B/original in the
    repository for Meta-Llama-3-8B, Llama-3.2-1B/original for Llama 3.2 1B, and so on (installed
    with pip: in the folder Python started in, such as /kaggle/working or /content);
@@ -52,7 +53,8 @@ def download_dir(repo_id=DEFAULT_REPO):
 
 
 DOWNLOAD_DIR = download_dir()
-KAGGLE_INPUT = Path("/kaggle/input")
+# Where Kaggle mounts a notebook's inputs. The course's tests point LLAMA3_KAGGLE_INPUT at a folder of their own.
+KAGGLE_INPUT = Path(os.environ.get("LLAMA3_KAGGLE_INPUT", "/kaggle/input"))
 
 _LAYER_KEYS = {
     "attention_norm": "attention_norm.weight",
@@ -73,11 +75,17 @@ def is_model_dir(path):
 
 
 def kaggle_model_dirs(max_depth=6):
-    """Model folders among the notebook's Kaggle inputs (Kaggle Models sit a few folders deep)."""
+    """Model folders among the notebook's Kaggle inputs, in the order of their paths.
+
+    Kaggle Models sit up to six folders down: /kaggle/input/models/<owner>/<model>/<framework>/<variation>/
+    <version> in the type-prefixed layout, /kaggle/input/<model>/<framework>/<variation>/<version> in the
+    legacy one. A copy of the course (an attached course dataset) holds the tiny model: it is not an input.
+    """
     found, level = [], [KAGGLE_INPUT] if KAGGLE_INPUT.is_dir() else []
-    for _ in range(max_depth):
+    for _ in range(max_depth + 1):
         found += [d for d in level if is_model_dir(d)]
-        level = sorted(sub for d in level for sub in d.iterdir() if sub.is_dir())
+        level = sorted(sub for d in level if not is_model_dir(d) and not (d / "helpers" / "__init__.py").is_file()
+                       for sub in d.iterdir() if sub.is_dir())
     return sorted(found)
 
 
@@ -89,6 +97,7 @@ def shown(path):
 
 def find_model(path=None, verbose=True):
     """The folder of the model to use, chosen in the order of this module's docstring."""
+    others = []
     if path is None and os.environ.get("LLAMA3_DIR"):
         path, reason, fix = os.environ["LLAMA3_DIR"], "from LLAMA3_DIR", "Fix LLAMA3_DIR, or unset it"
     else:
@@ -102,14 +111,15 @@ def find_model(path=None, verbose=True):
                 f"{fix} to use the embedded tiny model."
             )
     elif kaggle := kaggle_model_dirs():
-        path, reason = kaggle[0], "a Kaggle input" + (f", first of {len(kaggle)}" if len(kaggle) > 1 else "")
+        (path, *others), reason = kaggle, "a Kaggle input"
     elif downloaded := [d for d in map(download_dir, MODELS) if is_model_dir(d)]:
-        path, reason = downloaded[0], "downloaded by notebook 00" + (
-            f", first of {len(downloaded)}" if len(downloaded) > 1 else "")
+        (path, *others), reason = downloaded, "downloaded by notebook 00"
     else:
         path, reason = TINY_MODEL_DIR, "the embedded tiny Llama 3; no larger model was found"
     if verbose:
         print(f"Model: {shown(path)} ({reason}).")
+        if others:
+            print(f"Also found: {', '.join(map(shown, others))}.")
         print("To use another model, pass its folder to load_model() or --model, or set LLAMA3_DIR.")
     return path
 

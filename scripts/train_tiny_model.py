@@ -1,4 +1,4 @@
-"""Train the embedded tiny Llama 3 (data/tiny-llama3) on data/corpus.txt.
+"""Train the embedded tiny Llama 3 (data/tiny-llama3) on data/tiny-llama3/corpus.txt.
 
     make tiny-model        # or: python scripts/train_tiny_model.py
 
@@ -9,7 +9,7 @@ course's own `forward`, so it is exactly the architecture the notebooks
 build.
 
 Be clear about what it is: a tiny stand-in that has learned the dozen
-sentences of data/corpus.txt by heart, plus one small skill: continuing a
+sentences of data/tiny-llama3/corpus.txt by heart, plus one small skill: continuing a
 count ("17, 18, 19," -> " 20,"). It answers 42 to the classic prompt and
 recites a corpus sentence from its first words, and it knows nothing else;
 elsewhere its predictions are noise.
@@ -182,7 +182,7 @@ def check(out_dir, lines):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(TINY_MODEL_DIR), help="where to write the model")
-    parser.add_argument("--corpus", default=str(REPO_ROOT / "data" / "corpus.txt"))
+    parser.add_argument("--corpus", default=str(TINY_MODEL_DIR / "corpus.txt"))
     args = parser.parse_args()
     torch.manual_seed(SEED)
     tokenizer = Tokenizer()

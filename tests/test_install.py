@@ -1,13 +1,12 @@
-"""The course installed with pip, for a notebook opened outside a clone (Kaggle's Import Notebook,
-Colab's Open from GitHub): `%pip install "git+<repository URL>"`, then the notebook alone.
+"""The course installed with pip, for a notebook opened outside a clone (Colab, a laptop): `make wheel`,
+then `%pip install` the wheel and open the notebook alone.
 
-The package is built from a copy of the sources in a temporary folder, so that the build's build/
-and *.egg-info folders never land in the repository, and installed with `pip --target` into a
-folder of its own, without its dependencies (this environment has them) and with no network.
-A notebook copied out of the repository then runs on it with that folder on PYTHONPATH.
+The wheel is built as `make wheel` builds it (scripts/package_course.py, from a copy of the sources, with no
+network) and installed with `pip --target` into a folder of its own, without its dependencies (this
+environment has them). A notebook copied out of the repository then runs on it with that folder on
+PYTHONPATH. (tests/test_kaggle.py runs every notebook from the same package, attached as a Kaggle Dataset.)
 """
 
-import json
 import shutil
 import subprocess
 import sys
@@ -16,16 +15,14 @@ from pathlib import Path
 
 import pytest
 from conftest import load_script
-from nbclient.exceptions import CellExecutionError
 from test_environment import parse, pip_packages
 
 import helpers.model
 from helpers import REPO_ROOT, TINY_MODEL_DIR
 
 runner = load_script("scripts/run_notebooks.py")
+packaging = load_script("scripts/package_course.py")
 
-# What `pip install` needs from a clone; a file pyproject.toml starts to need must be added here.
-SOURCES = ["pyproject.toml", "README.md", "helpers", "data/tiny-llama3"]
 # The fastest notebook that loads the tiny model, and checks its own code against helpers.
 NOTEBOOK = REPO_ROOT / "notebooks" / "02_embeddings_rmsnorm.ipynb"
 WHERE_FROM = "import helpers.model; print(helpers.model.__file__); print(helpers.model.DOWNLOAD_DIR)"
@@ -33,16 +30,11 @@ WHERE_FROM = "import helpers.model; print(helpers.model.__file__); print(helpers
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """A folder holding the course as `pip install` puts it into site-packages."""
-    source = tmp_path_factory.mktemp("source")
-    for name in SOURCES:
-        if (REPO_ROOT / name).is_dir():
-            shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(REPO_ROOT / name, source / name)
+    """A folder holding the course as `pip install` of the wheel puts it into site-packages."""
+    wheel = packaging.build_wheel(tmp_path_factory.mktemp("wheel"))
     site = tmp_path_factory.mktemp("site")
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-           "--no-build-isolation", "--target", str(site), str(source)]
+           "--no-index", "--target", str(site), str(wheel)]
     result = subprocess.run(pip, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     return site
@@ -97,25 +89,3 @@ def test_in_a_clone_its_helpers_come_before_an_installed_one(site, monkeypatch, 
     # The kernel writes to the runner's stderr: no warning there either (over TCP, ipykernel warns that
     # the connection is not encrypted; scripts/run_notebooks.py connects by Unix sockets).
     assert "WARNING" not in capfd.readouterr().err
-
-
-HOW_TO_GET_IT = ['%pip install "git+', "git clone "]
-
-
-@pytest.mark.parametrize("beside, ename, message", [
-    ({}, "ImportError", HOW_TO_GET_IT),
-    ({"helpers.py": "def something_else():\n    pass\n"}, "ImportError", HOW_TO_GET_IT),  # not the course's
-    # The course's helpers is there, but a package it imports is not: say which, not "install the course".
-    ({"helpers/__init__.py": "import tiktoken_not_installed\n"}, "ModuleNotFoundError",
-     ["No module named 'tiktoken_not_installed'"]),
-], ids=["nothing", "another-helpers-module", "a-missing-dependency"])
-def test_without_the_course_the_first_cell_says_how_to_get_it(outside_the_clone, beside, ename, message):
-    for name, text in beside.items():
-        (outside_the_clone.parent / name).parent.mkdir(exist_ok=True)
-        (outside_the_clone.parent / name).write_text(text)
-    with pytest.raises(CellExecutionError) as raised:
-        runner.execute(outside_the_clone)
-    assert raised.value.ename == ename
-    assert all(text in raised.value.evalue for text in message), raised.value.evalue
-    first_cell = next(c for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code")
-    assert "".join(first_cell["source"]) in str(raised.value), "it must stop in the first cell"

@@ -8,8 +8,8 @@ import torch
 from conftest import random_model, random_params
 
 import helpers.compute as compute
-from helpers import (REPO_ROOT, Int8Weight, LlamaError, assert_close, dequantize, forward, linear, linear_each,
-                     load_int8, quantize_int8, quantize_model, save_int8, weight_bytes)
+from helpers import (REPO_ROOT, TINY_MODEL_DIR, Int8Weight, LlamaError, assert_close, dequantize, forward, linear,
+                     linear_each, load_int8, quantize_int8, quantize_model, save_int8, weight_bytes)
 from helpers.int8 import join, whole_of
 
 
@@ -121,7 +121,7 @@ def test_linear_each_makes_one_product_of_joined_matrices(fresh_fused, monkeypat
 
 
 def corpus_logits(model):
-    lines = [line for line in (REPO_ROOT / "data" / "corpus.txt").read_text().splitlines() if line.strip()]
+    lines = [line for line in (TINY_MODEL_DIR / "corpus.txt").read_text().splitlines() if line.strip()]
     with torch.inference_mode():
         return torch.cat([forward(model, model.tokenizer.encode(line)) for line in lines])
 

@@ -159,7 +159,8 @@ def test_find_model_order(no_other_models, tmp_path, small, monkeypatch, capsys)
     assert find_model() == other
     downloaded = shutil.copytree(small, helpers.model.DOWNLOAD_DIR)
     assert find_model() == downloaded  # the 8B first: the order of helpers.model.MODELS
-    assert "downloaded by notebook 00, first of 2" in capsys.readouterr().out
+    assert capsys.readouterr().out.splitlines()[-3:-1] == [f"Model: {downloaded} (downloaded by notebook 00).",
+                                                            f"Also found: {other}."]
 
     # Kaggle mounts a Llama 3.2 Model as llama-3.2/pytorch/1b/1, as Llama 3's as llama-3/pytorch/8b/1.
     kaggle_1b = shutil.copytree(small, helpers.model.KAGGLE_INPUT / "llama-3.2" / "pytorch" / "1b" / "1")

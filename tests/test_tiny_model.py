@@ -43,7 +43,7 @@ def greedy_text(model, prompt, max_new=60):
 
 @pytest.mark.parametrize("line", [3, 6, 11])
 def test_recites_the_corpus_from_its_first_words(tiny, line):
-    sentence = (REPO_ROOT / "data" / "corpus.txt").read_text().splitlines()[line - 1]
+    sentence = (TINY_MODEL_DIR / "corpus.txt").read_text().splitlines()[line - 1]
     prompt = " ".join(sentence.split()[:2])
     assert greedy_text(tiny, prompt) == sentence
 
