@@ -533,8 +533,8 @@ TRANSFORMER_BLOCK_MISTAKES = {
 def transformer_block(my_transformer_block):
     """Exercise 06: one layer, h = x + attention(norm(x)), out = h + feed_forward(norm(h))."""
     model, p, freqs = tiny_model(), tiny_model().params, prompt_freqs()
-    inputs = {i: layer_inputs(i)["x"] for i in (0, p.n_layers - 1)}
-    cases = {f"layer {i}": lambda fn, i=i: fn(x.clone(), model.layer(i), p, freqs.clone()) for i, x in inputs.items()}
+    cases = {f"layer {i}": lambda fn, i=i: fn(layer_inputs(i)["x"].clone(), model.layer(i), p, freqs.clone())
+             for i in (0, p.n_layers - 1)}
     report(my_transformer_block, cases, transformer.transformer_block, TRANSFORMER_BLOCK_MISTAKES)
 
 
