@@ -1,4 +1,4 @@
-"""helpers/check.py: each solution in solutions/ is "correct", and each known mistake gets its own diagnosis."""
+"""helpers/check/: each solution in solutions/ is "correct", and each known mistake gets its own diagnosis."""
 
 import pytest
 import torch
