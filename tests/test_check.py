@@ -1,4 +1,4 @@
-"""helpers/check.py: each solution in solutions/ is "correct", and each known mistake gets its own diagnosis."""
+"""helpers/check/: each solution in solutions/ is "correct", and each known mistake gets its own diagnosis."""
 
 import pytest
 import torch
@@ -114,3 +114,18 @@ def test_the_grouped_attention_reference_is_helpers_attention():
     expected = attention(check.normalised(), layer["wq"], layer["wk"], layer["wv"], identity, p.n_heads,
                          p.n_kv_heads, check.prompt_freqs())
     torch.testing.assert_close(check.grouped_attention_reference(q, k, v).reshape(len(q), -1), expected)
+
+
+def test_each_transformer_block_case_runs_on_its_own_layers_input(capsys):
+    """Layer i's case gives the learner layer i's weights with layer i's input, not another layer's."""
+    model, calls = check.tiny_model(), []
+
+    def recording(x, layer, params, freqs):
+        calls.append((x.clone(), layer))
+        return solution("transformer_block")(x, layer, params, freqs)
+
+    assert printed(capsys, "transformer_block", recording) == "correct\n"
+    for x, layer in calls:
+        i = next(i for i in range(model.params.n_layers) if layer["wq"] is model.layer(i)["wq"])
+        torch.testing.assert_close(x, check.layer_inputs(i)["x"], rtol=0, atol=0, msg=f"layer {i}'s case")
+    assert len(calls) == 2

@@ -63,6 +63,13 @@ def test_the_package_holds_helpers_and_the_tiny_model(site):
                                                                    for p in TINY_MODEL_DIR.iterdir()}
 
 
+def test_the_package_holds_every_module_of_helpers(site):
+    """A subpackage such as helpers/check/ is installed only when pyproject.toml lists it."""
+    def modules(root):
+        return {str(p.relative_to(root)) for p in (root / "helpers").rglob("*.py")}
+    assert modules(site) == modules(REPO_ROOT)
+
+
 def test_the_package_needs_what_requirements_txt_lists_but_jupyter(site):
     """The notebook that installs the course already runs in a Jupyter, which pip must not upgrade."""
     [dist_info] = site.glob("llama3_from_scratch-*.dist-info")

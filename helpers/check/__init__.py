@@ -1,0 +1,45 @@
+"""Checks for the exercises at the end of notebooks 01 to 08: `check.rms_norm(my_rms_norm)`, and so on.
+
+Each check runs the learner's function (or class) on the embedded tiny model's real tensors
+(the classic prompt, layer 0's weights) and prints one line:
+
+- "not done yet": the function returns None (its body is still `...`) or raises NotImplementedError;
+- "correct": it gives what helpers gives, within `assert_close`'s tolerance (notebook 02);
+- "wrong: <a mistake>": it gives what a known mistake gives. Each check's mistakes are written out,
+  in its notebook's module, as small wrong functions, and run: a diagnosis is an output compared, not a guess;
+- otherwise what is off: a shape, a dtype, or how far and where.
+
+An exception inside the learner's function is reported in one line; a check never raises for it.
+`MISTAKES` lists every check's mistakes, by the diagnosis each one prints. The verdict and the tiny
+model's tensors are in `harness`; each notebook's checks in their own module, named after its topic.
+"""
+
+from .attention import (ATTENTION_WEIGHTS_MISTAKES, GROUPED_ATTENTION_MISTAKES, attention_weights, grouped_attention,
+                        grouped_attention_reference)
+from .embeddings_rmsnorm import EMBEDDINGS_MISTAKES, RMS_NORM_MISTAKES, embeddings, rms_norm
+from .full_model import FORWARD_MISTAKES, TRANSFORMER_BLOCK_MISTAKES, forward, transformer_block
+from .generate import KV_CACHE_MISTAKES, TOP_P_MISTAKES, kv_cache, top_p
+from .harness import PROMPT, layer_inputs, normalised, prompt_freqs, queries_keys_values, tiny_model
+from .int8 import DEQUANTIZE_MISTAKES, QUANTIZE_ROWS_MISTAKES, dequantize_groups, quantize_rows
+from .qkv_rope import HEAD_QUERIES_MISTAKES, ROPE_MISTAKES, head_queries, rope
+from .swiglu import FEED_FORWARD_MISTAKES, HIDDEN_DIM_MISTAKES, feed_forward, hidden_dim
+from .tokenizer import MERGE_MISTAKES, MOST_FREQUENT_PAIR_MISTAKES, merge, most_frequent_pair
+
+MISTAKES = {
+    "most_frequent_pair": MOST_FREQUENT_PAIR_MISTAKES,
+    "merge": MERGE_MISTAKES,
+    "embeddings": EMBEDDINGS_MISTAKES,
+    "rms_norm": RMS_NORM_MISTAKES,
+    "head_queries": HEAD_QUERIES_MISTAKES,
+    "rope": ROPE_MISTAKES,
+    "attention_weights": ATTENTION_WEIGHTS_MISTAKES,
+    "grouped_attention": GROUPED_ATTENTION_MISTAKES,
+    "hidden_dim": HIDDEN_DIM_MISTAKES,
+    "feed_forward": FEED_FORWARD_MISTAKES,
+    "transformer_block": TRANSFORMER_BLOCK_MISTAKES,
+    "forward": FORWARD_MISTAKES,
+    "top_p": TOP_P_MISTAKES,
+    "kv_cache": KV_CACHE_MISTAKES,
+    "quantize_rows": QUANTIZE_ROWS_MISTAKES,
+    "dequantize_groups": DEQUANTIZE_MISTAKES,
+}

@@ -1,0 +1,78 @@
+"""Notebook 08's checks: int8 weights with one scale per row, and back to float32 with one scale per group."""
+
+import torch
+
+from ..int8 import quantize_int8
+from .harness import report, tiny_model
+
+
+def int8_matrix():
+    """Layer 0's w1 of the tiny model in float32: (hidden_dim, dim), so that rows and columns differ in number."""
+    return tiny_model().layer(0)["w1"].float()
+
+
+def quantize_rows_reference(w):
+    q = quantize_int8(w)  # one group per row
+    return q.values, q.scales[:, 0]
+
+
+def _quantize_truncating(w):
+    scales = w.abs().amax(dim=1) / 127
+    return (w / scales[:, None]).to(torch.int8), scales
+
+
+def _quantize_per_column(w):
+    scales = w.abs().amax(dim=0) / 127
+    return (w / scales).round().to(torch.int8), scales
+
+
+def _quantize_scale_is_absmax(w):
+    absmax = w.abs().amax(dim=1)
+    return (w / absmax[:, None] * 127).round().to(torch.int8), absmax
+
+
+QUANTIZE_ROWS_MISTAKES = {
+    "the numbers are cut toward zero, not rounded: round before converting to int8": _quantize_truncating,
+    "one scale per column (the largest magnitude over dim 0); each row needs its own: amax(dim=1)":
+        _quantize_per_column,
+    "the scale is the row's largest magnitude itself: divide it by 127, so that values * scale gives the weights":
+        _quantize_scale_is_absmax,
+}
+
+
+def quantize_rows(my_quantize_rows):
+    """Exercise 08: int8 values (out, in) and float32 scales (out,), each row's largest magnitude / 127."""
+    w = int8_matrix()
+    cases = {"layer 0's w1": lambda fn: fn(w.clone())}
+    report(my_quantize_rows, cases, quantize_rows_reference, QUANTIZE_ROWS_MISTAKES)
+
+
+def dequantize_reference(values, scales):
+    return values.float() * scales.repeat_interleave(values.shape[1] // scales.shape[1], dim=1)
+
+
+def _dequantize_tiled(values, scales):
+    return values.float() * scales.repeat(1, values.shape[1] // scales.shape[1])
+
+
+def _dequantize_dividing(values, scales):
+    return values.float() / scales.repeat_interleave(values.shape[1] // scales.shape[1], dim=1)
+
+
+def _dequantize_first_scale(values, scales):
+    return values.float() * scales[:, :1]
+
+
+DEQUANTIZE_MISTAKES = {
+    "the scales are laid side by side (repeat): a row's first group_size numbers need its first scale, "
+    "the next ones its second (repeat_interleave)": _dequantize_tiled,
+    "the numbers are divided by their scale: multiply them": _dequantize_dividing,
+    "the whole row takes its first group's scale: each group has its own": _dequantize_first_scale,
+}
+
+
+def dequantize_groups(my_dequantize):
+    """Exercise 08: float32 (out, in) from int8 values (out, in) and scales (out, in / group_size)."""
+    q = quantize_int8(int8_matrix(), 32)
+    cases = {"layer 0's w1, groups of 32": lambda fn: fn(q.values.clone(), q.scales.clone())}
+    report(my_dequantize, cases, dequantize_reference, DEQUANTIZE_MISTAKES)

@@ -1,0 +1,71 @@
+"""Notebook 05's checks: the feed-forward width by Meta's rule, and the SwiGLU feed-forward."""
+
+import dataclasses
+
+import torch
+
+from .. import transformer
+from .harness import layer_inputs, report, tiny_model
+
+
+def hidden_dim_reference(dim, multiple_of, ffn_dim_multiplier):
+    params = dataclasses.replace(tiny_model().params, dim=dim, multiple_of=multiple_of,
+                                 ffn_dim_multiplier=ffn_dim_multiplier)
+    return params.hidden_dim
+
+
+def _round_up(n, multiple_of):
+    return -(-n // multiple_of) * multiple_of
+
+
+def _scaled(hidden, ffn_dim_multiplier):
+    return hidden if ffn_dim_multiplier is None else int(ffn_dim_multiplier * hidden)
+
+
+HIDDEN_DIM_MISTAKES = {
+    "ffn_dim_multiplier is not applied":
+        lambda dim, multiple_of, ffn_dim_multiplier: _round_up(int(2 * 4 * dim / 3), multiple_of),
+    "it rounds down to a multiple of multiple_of; Meta's rule rounds up":
+        lambda dim, multiple_of, ffn_dim_multiplier:
+            _scaled(int(2 * 4 * dim / 3), ffn_dim_multiplier) // multiple_of * multiple_of,
+    "the 2/3 is missing: the width starts from 2/3 of 4 * dim":
+        lambda dim, multiple_of, ffn_dim_multiplier: _round_up(_scaled(4 * dim, ffn_dim_multiplier), multiple_of),
+    "ffn_dim_multiplier is applied after rounding; it comes before":
+        lambda dim, multiple_of, ffn_dim_multiplier:
+            _scaled(_round_up(int(2 * 4 * dim / 3), multiple_of), ffn_dim_multiplier),
+}
+
+
+def hidden_dim(my_hidden_dim):
+    """Exercise 05: the feed-forward width from dim, multiple_of and ffn_dim_multiplier (None: not scaled)."""
+    p = tiny_model().params
+    shapes = {
+        "the tiny model": (p.dim, p.multiple_of, p.ffn_dim_multiplier),
+        "Meta-Llama-3-8B": (4096, 1024, 1.3),
+        "Llama 3.2 1B": (2048, 256, 1.5),
+        "Llama 3.2 3B": (3072, 256, 1.0),
+        "no ffn_dim_multiplier": (4096, 256, None),
+    }
+    cases = {f"{name} {shape}": lambda fn, shape=shape: fn(*shape) for name, shape in shapes.items()}
+    report(my_hidden_dim, cases, hidden_dim_reference, HIDDEN_DIM_MISTAKES)
+
+
+FEED_FORWARD_MISTAKES = {
+    "w1 and w3 are swapped: SiLU goes on w1's output (the gate), not on w3's":
+        lambda x, w1, w2, w3: (torch.nn.functional.silu(x @ w3.T) * (x @ w1.T)) @ w2.T,
+    "the gate has no SiLU":
+        lambda x, w1, w2, w3: ((x @ w1.T) * (x @ w3.T)) @ w2.T,
+    "the gate uses sigmoid(z); SiLU is z * sigmoid(z)":
+        lambda x, w1, w2, w3: (torch.sigmoid(x @ w1.T) * (x @ w3.T)) @ w2.T,
+    "the gate uses ReLU; Llama's is SiLU":
+        lambda x, w1, w2, w3: (torch.relu(x @ w1.T) * (x @ w3.T)) @ w2.T,
+}
+
+
+def feed_forward(my_feed_forward):
+    """Exercise 05: SwiGLU, w2(silu(w1 x) * w3 x), on layer 0's feed-forward input; the weights in float32."""
+    layer = tiny_model().layer(0)
+    w1, w2, w3 = (layer[name].float() for name in ("w1", "w2", "w3"))
+    x = layer_inputs(0)["ffn_input"]
+    cases = {"layer 0": lambda fn: fn(x.clone(), w1.clone(), w2.clone(), w3.clone())}
+    report(my_feed_forward, cases, transformer.feed_forward, FEED_FORWARD_MISTAKES)

@@ -1,0 +1,92 @@
+"""Notebook 01's checks: one BPE training step, `most_frequent_pair` and `merge`, on the classic prompt's bytes."""
+
+from collections import Counter
+
+from .harness import PROMPT, report
+
+
+PROMPT_BYTES = list(PROMPT.encode("utf-8"))
+TH, THE = (ord("t"), ord("h")), (256, ord("e"))  # the prompt's first merges: "th" -> 256, then "th" "e" -> 257
+
+
+def merge_reference(ids, pair, new_id):
+    """Each id as one character: str.replace joins the pair's non-overlapping occurrences, left to right."""
+    text = "".join(map(chr, ids)).replace(chr(pair[0]) + chr(pair[1]), chr(new_id))
+    return [ord(c) for c in text]
+
+
+AFTER_TH = merge_reference(PROMPT_BYTES, TH, 256)
+
+
+def most_frequent_pair_reference(ids):
+    """Counter keeps pairs in the order first seen, and most_common keeps that order among equal counts."""
+    return Counter(zip(ids, ids[1:])).most_common(1)[0][0]
+
+
+def _pair_seen_last(ids):
+    counts = Counter(zip(ids, ids[1:]))
+    return max(reversed(counts), key=counts.get)
+
+
+def _least_frequent_pair(ids):
+    counts = Counter(zip(ids, ids[1:]))
+    return min(counts, key=counts.get)
+
+
+MOST_FREQUENT_PAIR_MISTAKES = {
+    "of equally frequent pairs it picks the last seen; the rule is the first seen": _pair_seen_last,
+    "it picks the least frequent pair (min instead of max)": _least_frequent_pair,
+}
+
+
+def most_frequent_pair(my_most_frequent_pair):
+    """Exercise 01: the pair of neighbouring ids seen most often in `ids`; of equal counts, the first seen."""
+    cases = {
+        "the prompt's bytes": lambda fn: fn(list(PROMPT_BYTES)),
+        "the prompt after merging 'th'": lambda fn: fn(list(AFTER_TH)),
+    }
+    report(my_most_frequent_pair, cases, most_frequent_pair_reference, MOST_FREQUENT_PAIR_MISTAKES)
+
+
+def _merge_first_only(ids, pair, new_id):
+    for i in range(len(ids) - 1):
+        if (ids[i], ids[i + 1]) == pair:
+            return ids[:i] + [new_id] + ids[i + 2:]
+    return list(ids)
+
+
+def _merge_keeping_second(ids, pair, new_id):
+    out = []
+    for i in range(len(ids)):
+        out.append(new_id if (ids[i], ids[i + 1 : i + 2]) == (pair[0], [pair[1]]) else ids[i])
+    return out
+
+
+def _merge_dropping_last(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids) - 1:
+        if (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+MERGE_MISTAKES = {
+    "only the first occurrence of the pair is merged": _merge_first_only,
+    "the pair's second id stays: after a merge, step past both ids (i += 2)": _merge_keeping_second,
+    "the last id is lost when it is not part of a merge: the loop stops one id early": _merge_dropping_last,
+    "it merges the pair in reverse order, (pair[1], pair[0])":
+        lambda ids, pair, new_id: merge_reference(ids, pair[::-1], new_id),
+}
+
+
+def merge(my_merge):
+    """Exercise 01: `ids` with every occurrence of `pair`, left to right, replaced by `new_id`."""
+    cases = {
+        "merging 't' 'h' into 256": lambda fn: fn(list(PROMPT_BYTES), TH, 256),
+        "merging 'th' 'e' into 257": lambda fn: fn(list(AFTER_TH), THE, 257),
+    }
+    report(my_merge, cases, merge_reference, MERGE_MISTAKES)
