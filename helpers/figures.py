@@ -9,11 +9,11 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
-from .checkpoint import LLAMA3_8B_PARAMS, params_from_dict
+from .params import DEFAULT_SHAPE, SHAPES, params_from_dict
 
 HIGHLIGHT = "#ffd54f"  # the "you are here" boxes
 PLAIN = "#eef2f7"
-LLAMA3_8B = ("Meta-Llama-3-8B", params_from_dict(LLAMA3_8B_PARAMS))  # the column beside the model's shapes
+LLAMA3_8B = (SHAPES[DEFAULT_SHAPE].name, params_from_dict(SHAPES[DEFAULT_SHAPE].params))  # the column beside the model's shapes
 
 
 def llama_boxes(p):
