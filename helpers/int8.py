@@ -8,7 +8,7 @@ per weight on top of the 8.
 
 `helpers.linear` multiplies by an `Int8Weight` as it does by a bf16 matrix: a block of rows at
 a time, converted into float32, for a prompt; the compiled one-row kernel for a decoded token
-(helpers/compute.py). `quantize_model` turns a model's matrices into int8, joining those that
+(helpers/kernels.py). `quantize_model` turns a model's matrices into int8, joining those that
 multiply the same row (`join`); helpers/int8_file.py writes and memory-maps such a model.
 """
 
