@@ -30,6 +30,7 @@ PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 install: $(if $(VIRTUAL_ENV)$(CONDA_PREFIX),,.venv/bin/python)
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_PIP_ARGS) "$(TORCH)"
 	$(PIP) -r requirements.txt
+	$(PIP) -e .
 
 install-test: install
 	$(PIP) -r requirements-test.txt

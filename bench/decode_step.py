@@ -10,7 +10,7 @@ a layer, not 7. This prints, each the median of --rounds runs:
 
 - a whole decode step: `helpers.forward` of one token after a 17-token prompt, with a KV cache;
 - the same matrix products alone, in the order a step makes them, through `helpers.linear` (the
-  compiled one-row kernels of helpers/compute.py): per matrix shape, calls per token, time per
+  compiled one-row kernels of helpers/kernels.py): per matrix shape, calls per token, time per
   call and GB/s of weights read, then all of them;
 - reading the same matrices in the same order with PyTorch's own row sums (`w.sum(-1)`, the
   int8 numbers taken as float32 words): the rate at which this machine streams these bytes
@@ -20,9 +20,9 @@ a layer, not 7. This prints, each the median of --rounds runs:
 - one call of the same compiled kernel on a matrix of 8 rows: what a call costs beyond its
   arithmetic (torch.compile's Python wrappers, starting the threads);
 - with --compare-parts 1,2,8, the compiled kernels alone on the same matrices, taking turns: as
-  helpers has them (each matrix read as PARTS blocks of rows side by side, `_in_parts` in
-  helpers/compute.py) and read as each number of parts given (1: from top to bottom); this
-  compiles five more kernels for each number first;
+  helpers has them (each matrix read as PARTS blocks of rows side by side, helpers/kernels.py) and
+  read as each number of parts given (1: from top to bottom); this compiles five more kernels for
+  each number first;
 - with --simdlen 256, all of it with the kernels compiled for 256-bit vectors: AVX2 code, as a CPU
   without AVX-512 gets, on a CPU that has it.
 
@@ -40,11 +40,9 @@ from pathlib import Path
 import torch
 import torch._inductor.config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import helpers.compute  # noqa: E402
-from helpers import KVCache, forward, linear, linear_each, load_model, quantize_int8, quantize_model  # noqa: E402
-from helpers.check import PROMPT  # noqa: E402
-from helpers.int8 import Int8Weight, weight_bytes, whole_of  # noqa: E402
+from helpers import KVCache, forward, kernels, linear, linear_each, load_model, quantize_int8, quantize_model
+from helpers.check import PROMPT
+from helpers.int8 import Int8Weight, weight_bytes, whole_of
 
 # A layer's matrices, grouped as `linear_each` takes them.
 LAYER_PRODUCTS = (("wq", "wk", "wv"), ("wo",), ("w1", "w3"), ("w2",))
@@ -73,15 +71,6 @@ def parts_list(text):
     if not parts or min(parts) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive whole numbers such as 1,2,8")
     return parts
-
-
-def kernel_in_parts(parts, bf16):
-    """helpers' one-row kernel for bf16 or int8 weights, compiled to read each matrix as `parts` blocks."""
-    compute = helpers.compute
-    if bf16:
-        return torch.compile(lambda w, x: compute._in_parts(compute._rows_times, (w,), x, parts=parts), dynamic=False)
-    return torch.compile(lambda words, scales, x4: compute._in_parts(
-        compute._rows_times_int8, (words, scales), x4, parts=parts), dynamic=False, options=compute.INT8_OPTIONS)
 
 
 @contextmanager
@@ -115,7 +104,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=9, help="runs of each measurement (default 9)")
     parser.add_argument("--compare-parts", type=parts_list, default=[], metavar="N,N,...",
                         help=f"also time the kernels reading each matrix as N blocks of rows side by side, "
-                             f"against helpers' {helpers.compute.PARTS}")
+                             f"against helpers' {kernels.PARTS}")
     parser.add_argument("--simdlen", type=int, metavar="BITS",
                         help="compile the kernels for vectors of this many bits (256: AVX2 code on an AVX-512 CPU)")
     args = parser.parse_args(argv)
@@ -150,7 +139,7 @@ def main(argv=None):
     with torch.inference_mode():
         # The kernels' rows made in inference mode, as `linear` makes them: torch.compile would compile
         # again for rows made outside it.
-        kernel_args = (small, small_x.clone()) if args.bf16 else helpers.compute._as_words(quantize_int8(small), small_x)
+        kernel_args = kernels.kernel_inputs(small if args.bf16 else quantize_int8(small), small_x)
         forward(model, ids, cache)
         forward(model, [ids[-1]], cache)  # builds the compiled kernels
         for _ in range(2):
@@ -162,28 +151,26 @@ def main(argv=None):
         with products_skipped():
             rest_s = statistics.median(seconds(lambda: forward(model, [ids[-1]], cache)) for _ in range(args.rounds))
         # The compiled kernel, if this model's matrices took it (not a model too small, nor without a compiler).
-        built = {shape for shape, _, _ in helpers.compute._fused_shapes}
-        compiled = any(tuple(w.shape) in built for w in matrices) and (
-            helpers.compute._fused if args.bf16 else helpers.compute._fused_int8)
+        built = {shape for shape, _, _ in kernels.compiled()}
+        compiled = any(tuple(w.shape) in built for w in matrices) and kernels.kernel(int8=not args.bf16)
         if compiled:
             compiled(*kernel_args)
             call_s = statistics.median(seconds(lambda: [compiled(*kernel_args) for _ in range(100)])
                                        for _ in range(args.rounds)) / 100
         if compiled and args.compare_parts:
-            kernel_inputs = [(w, inputs[w.shape[1]].view(-1).clone()) if args.bf16 else
-                             helpers.compute._as_words(w, inputs[w.shape[1]].view(-1)) for w in matrices]
-            # The lambdas of kernel_in_parts share their code, which torch.compile would compile at most 8
+            kernel_inputs = [kernels.kernel_inputs(w, inputs[w.shape[1]].view(-1)) for w in matrices]
+            # The kernels of kernels.new_kernel share their code, which torch.compile would compile at most 8
             # times: 5 shapes for each number of parts.
             limit = torch._dynamo.config.recompile_limit
             torch._dynamo.config.recompile_limit = max(limit, 8 * len(args.compare_parts))
-            kernels = [compiled] + [kernel_in_parts(parts, args.bf16) for parts in args.compare_parts]
+            others = [compiled] + [kernels.new_kernel(not args.bf16, parts) for parts in args.compare_parts]
 
             def run(kernel):
                 return lambda: [kernel(*each) for each in kernel_inputs]
 
-            for kernel in kernels[1:]:
+            for kernel in others[1:]:
                 run(kernel)()  # compiles
-            by_parts = [[seconds(run(kernel)) for kernel in kernels] for _ in range(args.rounds)]
+            by_parts = [[seconds(run(kernel)) for kernel in others] for _ in range(args.rounds)]
 
     products_s, sums_s = (statistics.median(column) for column in zip(*rounds))
     total_bytes = sum(nbytes(w) for w in matrices)
@@ -210,16 +197,16 @@ def main(argv=None):
         print(f"one compiled call on 8 rows:        {call_s * 1e6:6.0f} us, {len(matrices)} calls a token: "
               f"{len(matrices) * call_s * 1e3:.1f} ms")
     else:
-        print("no compiled kernel: these matrices take the block path (see helpers/compute.py)")
+        print("no compiled kernel: these matrices take the block path (see helpers/kernels.py)")
     if compiled and args.compare_parts:
         print()
         print("the kernels alone, each matrix read as N blocks of rows side by side:")
-        for i, parts in enumerate([helpers.compute.PARTS] + args.compare_parts):
+        for i, parts in enumerate([kernels.PARTS] + args.compare_parts):
             took = statistics.median(round_[i] for round_ in by_parts)
             line = f"  N = {parts:<3} {took * 1e3:6.1f} ms ({total_bytes / took / 1e9:4.1f} GB/s)"
             if i:
                 ratio = statistics.median(round_[i] / round_[0] for round_ in by_parts)
-                line += f"; round by round, {ratio:.2f} times the time of {helpers.compute.PARTS} (helpers')"
+                line += f"; round by round, {ratio:.2f} times the time of {kernels.PARTS} (helpers')"
             print(line)
 
 

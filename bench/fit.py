@@ -4,8 +4,8 @@
     .venv/bin/python bench/fit.py /tmp/llama3.2-1b-synthetic
 
 The folder can be any Llama 3 checkpoint: a synthetic one of a real model's
-shapes (scripts/write_synthetic_checkpoint.py --shape 3-8b, 3.1-8b, 3.2-1b or
-3.2-3b), or the real thing. Every size comes from its params.json and its
+shapes (scripts/write_synthetic_checkpoint.py --shape, one of helpers.params.SHAPES),
+or the real thing. Every size comes from its params.json and its
 file. Each measurement runs in a fresh Python process, so that its peaks are
 its own:
 
@@ -35,7 +35,7 @@ checkpoint, plus the float32 copy of the embedding table, plus 1 GiB.
 
 (c) and (d) run warm. (d)'s peak anonymous memory holds its int8 matrices,
 made in memory from the bf16 file. Their first decoded token builds the compiled one-row kernels of
-helpers/compute.py (about 20 to 30 s per new model shape, less when torch's
+helpers/kernels.py (about 20 to 30 s per new model shape, less when torch's
 compile cache has them); that happens in a warm-up run, whose prefill and
 first decoded token are reported on their own, so the tokens/s are those of
 decoding alone. With --compile-cache empty, each of (c) and (d) starts from
@@ -69,7 +69,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
@@ -114,10 +113,9 @@ def tutorial_forward(config, model, embedding_layer, tokens):
     tokens = torch.tensor(tokens)
     final_embedding = embedding_layer(tokens).to(torch.bfloat16)
     freqs = 1.0 / (config["rope_theta"] ** (torch.arange(0, head_dim, 2).float() / head_dim))
-    if config.get("use_scaled_rope"):  # Llama 3.1 and later; the factor is the model's (see helpers.checkpoint)
-        from helpers import scale_frequencies
-        from helpers.checkpoint import rope_scaling_for
-        freqs = scale_frequencies(freqs, rope_scaling_for(dim)[0])
+    if config.get("use_scaled_rope"):  # Llama 3.1 and later; the scaling is the model's (see helpers/rope.py)
+        from helpers import params_from_dict
+        freqs = params_from_dict(config).rope_scaling.scale(freqs)
     freqs_for_each_token = torch.outer(torch.arange(len(tokens)).float(), freqs)
     freqs_cis = torch.polar(torch.ones_like(freqs_for_each_token), freqs_for_each_token)
     mask = torch.triu(torch.full((len(tokens), len(tokens)), float("-inf")), diagonal=1)
@@ -201,7 +199,7 @@ def child(mode, model_dir, logits_file, decode_tokens):
             tokens = model.tokenizer.encode(PROMPT)
             # A first run maps every page of the checkpoint into this process (and reads the weights into the
             # page cache if they are not there), and its one decoded token builds the compiled one-row
-            # kernels (helpers/compute.py): both would bias what follows, and are reported on their own. Then
+            # kernels (helpers/kernels.py): both would bias what follows, and are reported on their own. Then
             # one new token is the prefill; decoding is the difference between that and a run of
             # `decode_tokens` new tokens.
             cache = KVCache(model.params, len(tokens) + 1)
@@ -566,9 +564,10 @@ def main(argv=None):
     if args.child:
         child(args.child, args.model_dir, args.logits_file, args.decode_tokens)
     elif not Path(args.model_dir, "params.json").is_file():
+        from helpers.params import SHAPES
         print(f"No checkpoint in {args.model_dir}. Write one first, of the shapes of the model you want to try:\n"
               f"  .venv/bin/python scripts/write_synthetic_checkpoint.py {args.model_dir} --shape 3.2-1b\n"
-              "(--shape 3-8b, 3.1-8b, 3.2-1b or 3.2-3b)", file=sys.stderr)
+              f"(--shape {', '.join(SHAPES)})", file=sys.stderr)
         return 1
     else:
         measure(args)

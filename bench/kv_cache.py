@@ -24,8 +24,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from helpers import TINY_MODEL_DIR, generate, load_model  # noqa: E402
+from helpers import TINY_MODEL_DIR, generate, load_model
 
 PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
 

@@ -37,10 +37,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import helpers.compute  # noqa: E402
-from helpers import linear, quantize_int8  # noqa: E402
-from helpers.compute import BLOCK_ELEMENTS  # noqa: E402
+from helpers import kernels, linear, quantize_int8
+from helpers.compute import BLOCK_ELEMENTS
 
 TOKEN_GB = 15.0  # bf16 weights read per 8B token, the embedding table aside
 
@@ -70,12 +68,12 @@ def course_linear_int8():
 
 
 def block_path():
-    fused_from = helpers.compute.FUSED_MIN_ELEMENTS
-    helpers.compute.FUSED_MIN_ELEMENTS = float("inf")
+    fused_from = kernels.MIN_ELEMENTS
+    kernels.MIN_ELEMENTS = float("inf")
     try:
         course_linear()
     finally:
-        helpers.compute.FUSED_MIN_ELEMENTS = fused_from
+        kernels.MIN_ELEMENTS = fused_from
 
 
 def convert_only():

@@ -49,6 +49,7 @@ deviation. --delete-gguf removes the GGUF files at the end (the build stays).
 """
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -60,11 +61,10 @@ import tarfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import LlamaError, load_params  # noqa: E402
-from helpers.checkpoint import checkpoint_file  # noqa: E402
-from helpers.tokenizer import SPECIAL_TOKENS, meta_tokenizer_file, read_ranks  # noqa: E402
+from helpers import LlamaError, load_params
+from helpers.checkpoint import checkpoint_file
+from helpers.tokenizer import SPECIAL_TOKENS, meta_tokenizer_file, read_ranks
 
 LLAMA_CPP_PYTHON = "0.3.36"  # its sdist vendors llama.cpp 0c1e57098
 DEFAULT_WORK = Path("/tmp/llama-cpp-bench")
@@ -209,8 +209,9 @@ def import_gguf(unpacked=None):
         vendored = unpacked / "vendor" / "llama.cpp" / "gguf-py" if unpacked else None
         if vendored is None or not vendored.is_dir():
             raise BenchError("The gguf package is not installed: `pip install gguf`.") from None
-        sys.path.insert(0, str(vendored))
-        import gguf
+        spec = importlib.util.spec_from_file_location("gguf", vendored / "gguf" / "__init__.py")
+        gguf = sys.modules["gguf"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(gguf)
     return gguf
 
 
@@ -269,11 +270,9 @@ def gguf_tensors(weights, params):
 
 def rope_factors(params):
     """llama.cpp's form of Llama 3.1's RoPE scaling: per pair, what its turn rate is divided by."""
-    import torch
-
-    from helpers.rope import scale_frequencies
-    freqs = 1.0 / (params.rope_theta ** (torch.arange(0, params.head_dim, 2).float() / params.head_dim))
-    return freqs / scale_frequencies(freqs, params.rope_scaling_factor)
+    from helpers.rope import pair_frequencies
+    return pair_frequencies(params.head_dim, params.rope_theta) / pair_frequencies(
+        params.head_dim, params.rope_theta, params.rope_scaling)
 
 
 def stored(gguf, tensor):
@@ -321,7 +320,7 @@ def write_gguf(model_dir, out_path, gguf, name=None, vocab=None):
     writer = gguf.GGUFWriter(partial, "llama")
     writer.add_name(name or model_dir.name)
     # Llama 3 was trained on 8,192 positions; 3.1 and later (scaled RoPE) on 131,072.
-    writer.add_context_length(8192 if params.rope_scaling_factor is None else 131072)
+    writer.add_context_length(params.max_seq_len)
     writer.add_embedding_length(params.dim)
     writer.add_block_count(params.n_layers)
     writer.add_feed_forward_length(params.hidden_dim)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from helpers import TINY_MODEL_DIR, forward, load_model  # noqa: E402
+from helpers import TINY_MODEL_DIR, forward, load_model
 
 PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
 

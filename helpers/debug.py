@@ -20,8 +20,9 @@ from unittest import mock
 import torch
 
 from .attention import attention
-from .compute import FLOAT32_TOLERANCE, linear
-from .rope import apply_rope_half_split, rope_frequencies
+from .compute import linear
+from .tolerance import FLOAT32_TOLERANCE
+from .rope import apply_rope_half_split, model_frequencies
 from .transformer import check_tokens, feed_forward, rms_norm, transformer_block
 
 
@@ -37,8 +38,7 @@ def forward_steps(model, tokens, attention=attention, feed_forward=feed_forward,
     tokens = check_tokens(model, tokens, start)
     x = model.weights["tok_embeddings.weight"][tokens].float()
     yield "the embedding", x
-    freqs = rope_frequencies(p.head_dim, torch.arange(start, start + len(tokens)), p.rope_theta,
-                             p.rope_scaling_factor)
+    freqs = model_frequencies(p, torch.arange(start, start + len(tokens)))
     for i in range(p.n_layers):
         layer = model.layer(i)
         layer_cache = () if cache is None else (cache.layers[i],)  # no cache: no extra argument for yours

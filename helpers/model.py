@@ -13,13 +13,14 @@ consolidated.00.pth. `find_model` looks, in order, at:
 5. the embedded tiny Llama 3 in data/tiny-llama3 (installed with pip: helpers/tiny_llama3).
 """
 
-import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import Params, load_params, load_weights
+from .checkpoint import load_weights
 from .errors import LlamaError
+from .params import LAYER_KEYS, MODELS, Params, load_params
+from .rope import with_scaling_factor
 from .tokenizer import Tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # installed with pip, this is site-packages
@@ -30,22 +31,6 @@ TINY_MODEL_DIR = REPO_ROOT / "data" / "tiny-llama3" if IN_CLONE else Path(__file
 DOWNLOAD_ROOT = REPO_ROOT if IN_CLONE else Path.cwd()
 DEFAULT_REPO = "meta-llama/Meta-Llama-3-8B"
 
-# Meta's Llama 3 models whose checkpoint is a single consolidated.00.pth, as Hugging Face
-# repositories (their original/ folder holds Meta's files), with that file's size in bf16, from
-# the shapes in their params.json. Each is gated: accept its licence on its page first. The
-# 70B models (3, 3.1, 3.3) come in 8 files, 141 GB, too large for this course.
-MODELS = {
-    "meta-llama/Meta-Llama-3-8B": 16.06e9,
-    "meta-llama/Meta-Llama-3-8B-Instruct": 16.06e9,
-    "meta-llama/Llama-3.1-8B": 16.06e9,
-    "meta-llama/Llama-3.1-8B-Instruct": 16.06e9,
-    "meta-llama/Llama-3.2-1B": 2.47e9,
-    "meta-llama/Llama-3.2-1B-Instruct": 2.47e9,
-    "meta-llama/Llama-3.2-3B": 6.43e9,
-    "meta-llama/Llama-3.2-3B-Instruct": 6.43e9,
-}
-
-
 def download_dir(repo_id=DEFAULT_REPO):
     """Where `download_llama3(repo_id=...)` puts a model's original/ files, and `find_model` looks."""
     name = "llama-3-8B" if repo_id == DEFAULT_REPO else repo_id.split("/")[-1]
@@ -55,19 +40,6 @@ def download_dir(repo_id=DEFAULT_REPO):
 DOWNLOAD_DIR = download_dir()
 # Where Kaggle mounts a notebook's inputs. The course's tests point LLAMA3_KAGGLE_INPUT at a folder of their own.
 KAGGLE_INPUT = Path(os.environ.get("LLAMA3_KAGGLE_INPUT", "/kaggle/input"))
-
-_LAYER_KEYS = {
-    "attention_norm": "attention_norm.weight",
-    "wq": "attention.wq.weight",
-    "wk": "attention.wk.weight",
-    "wv": "attention.wv.weight",
-    "wo": "attention.wo.weight",
-    "ffn_norm": "ffn_norm.weight",
-    "w1": "feed_forward.w1.weight",
-    "w2": "feed_forward.w2.weight",
-    "w3": "feed_forward.w3.weight",
-}
-
 
 def is_model_dir(path):
     path = Path(path)
@@ -135,7 +107,7 @@ class Llama:
 
     def layer(self, i):
         """Layer i's weights under short names: wq, wk, wv, wo, w1, w2, w3, attention_norm, ffn_norm."""
-        return {short: self.weights[f"layers.{i}.{key}"] for short, key in _LAYER_KEYS.items()}
+        return {short: self.weights[f"layers.{i}.{key}"] for short, key in LAYER_KEYS.items()}
 
     @property
     def tied_output(self):
@@ -156,18 +128,13 @@ def load_tokenizer(model_dir):
 def load_model(path=None, verbose=True, rope_scaling_factor=None):
     """Find, check and memory-map a model; see `find_model` for where it looks.
 
-    `rope_scaling_factor` overrides the RoPE scale factor of a Llama 3.1+ model (see
-    `helpers.checkpoint.rope_scaling_for` for how it is chosen otherwise).
+    `rope_scaling_factor` overrides the RoPE scale factor of a Llama 3.1+ model (helpers/rope.py's
+    `rope_scaling_for` says how it is chosen otherwise).
     """
     model_dir = find_model(path, verbose=verbose)
     params = load_params(model_dir)
     if rope_scaling_factor is not None:
-        if not params.rope_scaling_factor:
-            raise LlamaError(f"{model_dir} is a Llama 3 model without scaled RoPE (no use_scaled_rope in its "
-                             "params.json): there is no scale factor to choose. Leave rope_scaling_factor out.")
-        if not (math.isfinite(rope_scaling_factor) and rope_scaling_factor > 0):
-            raise LlamaError(f"The RoPE scale factor must be a finite number above 0, not {rope_scaling_factor}.")
-        params = replace(params, rope_scaling_factor=float(rope_scaling_factor), rope_scaling_source="as you asked")
+        params = with_scaling_factor(params, rope_scaling_factor, where=str(model_dir))
     if verbose and params.rope_scaling_factor:
         print(f"RoPE: scaled by {params.rope_scaling_factor:g} ({params.rope_scaling_source}); context "
               f"{params.max_seq_len:,} tokens.")

@@ -1,4 +1,4 @@
-"""Rotary position embeddings (RoPE), as in Meta's Llama 3 (taught in notebook 03).
+"""Rotary position embeddings (RoPE), as in Meta's Llama 3 (taught in notebook 03), and their scaling.
 
 Each head vector is read as head_dim/2 pairs of numbers, each pair a complex
 number. A token at position m has pair j turned by the angle m * theta_j,
@@ -8,20 +8,42 @@ pair next to each other (adjacent pairs): `apply_rope`. Hugging Face's
 converted checkpoints pair each number with the one half a head further on,
 their wq/wk rows reordered to match: `apply_rope_half_split` (notebook 03b).
 
-Llama 3.1 and later stretch the slow turns so that a context of 128K tokens
-looks, to those pairs, like the 8K the model was first trained on: see
-`scale_frequencies`.
+Llama 3.1 and later stretch the slow turns so that a long context looks, to
+those pairs, like the one the model was first trained on (`RopeScaling`,
+`scale_frequencies`). `model_frequencies` gives a model's angles, scaling included.
 """
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
+
+from .errors import LlamaError
 
 # Llama 3.1's RoPE scaling: the context the model was first trained on, and the two
 # wavelength bands, as fractions of it, between which the scaling fades in.
 ORIGINAL_CONTEXT = 8192
 LOW_FREQ_FACTOR = 1.0
 HIGH_FREQ_FACTOR = 4.0
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """How a model slows RoPE's long wavelengths (see `scale_frequencies`).
+
+    Llama 3.1, 3.2 and 3.3: factor 8 or 32, low_freq_factor 1, high_freq_factor 4, original context 8192.
+    Llama 4: factor 16 and high_freq_factor 1 (no blended band).
+    """
+
+    factor: float
+    low_freq_factor: float = LOW_FREQ_FACTOR
+    high_freq_factor: float = HIGH_FREQ_FACTOR
+    original_context: int = ORIGINAL_CONTEXT
+
+    def scale(self, freqs):
+        return scale_frequencies(freqs, self.factor, self.low_freq_factor, self.high_freq_factor,
+                                 self.original_context)
 
 
 def scale_frequencies(freqs, factor, low_freq_factor=LOW_FREQ_FACTOR, high_freq_factor=HIGH_FREQ_FACTOR,
@@ -35,22 +57,63 @@ def scale_frequencies(freqs, factor, low_freq_factor=LOW_FREQ_FACTOR, high_freq_
     Between the two, the rate is a blend, moving smoothly from the first rule to the second.
     """
     wavelength = 2 * math.pi / freqs
-    # 1 for short wavelengths (keep), 0 for long ones (divide), linear in 1/wavelength between.
-    keep = ((original_context / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)).clamp(0, 1)
+    turns = original_context / wavelength
+    if high_freq_factor == low_freq_factor:  # no band between the two rules (Llama 4)
+        keep = (turns >= high_freq_factor).float()
+    else:  # 1 for short wavelengths (keep), 0 for long ones (divide), linear in 1/wavelength between.
+        keep = ((turns - low_freq_factor) / (high_freq_factor - low_freq_factor)).clamp(0, 1)
     return keep * freqs + (1 - keep) * freqs / factor
+
+
+def pair_frequencies(head_dim, theta, scaling=None):
+    """Each pair's turn rate theta_j in radians per position; `scaling` a factor (Llama 3.1's rule) or a
+    `RopeScaling`, None for none."""
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    if isinstance(scaling, RopeScaling):
+        return scaling.scale(freqs)
+    return freqs if scaling is None else scale_frequencies(freqs, scaling)
 
 
 def rope_frequencies(head_dim, positions, theta, scale_factor=None):
     """Unit complex numbers e^(i * m * theta_j): one row per position m, one column per pair j.
 
-    `scale_factor` (Llama 3.1 and later; `params.rope_scaling_factor`) slows the long wavelengths
-    down; None leaves them as Llama 3 has them.
+    `scale_factor` (Llama 3.1 and later; `params.rope_scaling_factor`, or a `RopeScaling`) slows the
+    long wavelengths down; None leaves them as Llama 3 has them.
     """
-    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2).float() / head_dim))
-    if scale_factor is not None:
-        freqs = scale_frequencies(freqs, scale_factor)
+    freqs = pair_frequencies(head_dim, theta, scale_factor)
     angles = torch.outer(torch.as_tensor(positions).float(), freqs)
     return torch.polar(torch.ones_like(angles), angles)
+
+
+def model_frequencies(params, positions):
+    """`rope_frequencies` for the model of `params` (a `Params`) at `positions`, its RoPE scaling included."""
+    return rope_frequencies(params.head_dim, positions, params.rope_theta, params.rope_scaling)
+
+
+# ---- Which scaling a model gets ------------------------------------------------------------------------
+
+def rope_scaling_for(dim, known):
+    """The `RopeScaling` of the Llama 3.1+ model of width `dim`, and a sentence saying why.
+
+    `known` maps a width to (model name, RopeScaling): helpers.params.ROPE_SCALING_BY_DIM. Meta's
+    params.json says only `use_scaled_rope: true`; a width no model has gets Llama 3.1's factor, 8.
+    """
+    if dim in known:
+        name, scaling = known[dim]
+        return scaling, f"{name}'s factor: params.json says use_scaled_rope, and dim {dim} is {name}'s"
+    return RopeScaling(8.0), (f"Llama 3.1's factor: params.json says use_scaled_rope, and dim {dim} is "
+                              "no model this course knows")
+
+
+def with_scaling_factor(params, factor, where="This model", source="as you asked"):
+    """`params` with RoPE scaled by `factor` in place of its own; a LlamaError for a Llama 3 model or a bad factor."""
+    if params.rope_scaling is None:
+        raise LlamaError(f"{where} is a Llama 3 model without scaled RoPE (no use_scaled_rope in its params.json): "
+                         "there is no scale factor to choose. Leave rope_scaling_factor out.")
+    if not (math.isfinite(factor) and factor > 0):
+        raise LlamaError(f"The RoPE scale factor must be a finite number above 0, not {factor}.")
+    scaling = dataclasses.replace(params.rope_scaling, factor=float(factor))
+    return dataclasses.replace(params, rope_scaling=scaling, rope_scaling_source=source)
 
 
 def lined_up(freqs, x):

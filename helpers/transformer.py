@@ -9,7 +9,7 @@ import torch
 from .attention import attention
 from .errors import LlamaError
 from .compute import linear, linear_each
-from .rope import rope_frequencies
+from .rope import model_frequencies
 
 
 def rms_norm(x, weight, eps):
@@ -79,8 +79,7 @@ def forward(model, tokens, cache=None):
     # Index the embedding table: only these rows are read from the file.
     x = model.weights["tok_embeddings.weight"][tokens].float()
     x = check_finite(x, "the embedding (tok_embeddings.weight)")
-    freqs = rope_frequencies(p.head_dim, torch.arange(start, start + len(tokens)), p.rope_theta,
-                             p.rope_scaling_factor)
+    freqs = model_frequencies(p, torch.arange(start, start + len(tokens)))
     for i in range(p.n_layers):
         x = transformer_block(x, model.layer(i), p, freqs, None if cache is None else cache.layers[i])
         x = check_finite(x, f"layer {i} (the layers.{i}.* tensors)")

@@ -40,10 +40,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import Llama, Tokenizer, expected_shapes, forward, load_model, params_from_dict  # noqa: E402
-from helpers.model import REPO_ROOT, TINY_MODEL_DIR  # noqa: E402
+from helpers import Llama, Tokenizer, expected_shapes, forward, load_model, params_from_dict
+from helpers.model import REPO_ROOT, TINY_MODEL_DIR
 
 # Meta's params.json keys. GQA with 4 query heads per key/value head, Llama 3's
 # rope_theta and FFN rule (int(2 * 4 * 64 / 3) = 170, times 1.3 = 221, rounded

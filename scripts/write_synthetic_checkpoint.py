@@ -30,74 +30,15 @@ import mmap
 import os
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from helpers.params import DEFAULT_SHAPE, LLAMA3_8B_PARAMS, SHAPES, checkpoint_bytes, expected_shapes, params_from_dict
 
-from helpers import expected_shapes, params_from_dict  # noqa: E402
-from helpers.checkpoint import LLAMA3_8B_PARAMS  # noqa: E402
-
-# Meta's params.json of each model, key for key (llama_models.sku_list's arch_args; Meta-Llama-3-8B's
-# own file, in helpers.checkpoint). Meta's params.json does not say whether the output layer is tied:
-# its checkpoint says so, by having no output.weight, and so does `Shape.tied` here.
-LLAMA3_1_8B_PARAMS = {
-    "dim": 4096,
-    "n_layers": 32,
-    "n_heads": 32,
-    "n_kv_heads": 8,
-    "vocab_size": 128256,
-    "ffn_dim_multiplier": 1.3,
-    "multiple_of": 1024,
-    "norm_eps": 1e-05,
-    "rope_theta": 500000.0,
-    "use_scaled_rope": True,
-}
-LLAMA3_2_1B_PARAMS = {
-    "dim": 2048,
-    "n_layers": 16,
-    "n_heads": 32,
-    "n_kv_heads": 8,
-    "vocab_size": 128256,
-    "ffn_dim_multiplier": 1.5,
-    "multiple_of": 256,
-    "norm_eps": 1e-05,
-    "rope_theta": 500000.0,
-    "use_scaled_rope": True,
-}
-LLAMA3_2_3B_PARAMS = {
-    "dim": 3072,
-    "n_layers": 28,
-    "n_heads": 24,
-    "n_kv_heads": 8,
-    "vocab_size": 128256,
-    "ffn_dim_multiplier": 1.0,
-    "multiple_of": 256,
-    "norm_eps": 1e-05,
-    "rope_theta": 500000.0,
-    "use_scaled_rope": True,
-}
-
-
-@dataclass(frozen=True)
-class Shape:
-    """A model whose shapes the writer knows: its name, its params.json, and whether its output is tied."""
-
-    model: str
-    params: dict
-    tied: bool = False  # True: no output.weight, the output layer is tok_embeddings.weight itself
-
-
-SHAPES = {
-    "3-8b": Shape("Meta-Llama-3-8B", LLAMA3_8B_PARAMS),
-    "3.1-8b": Shape("Llama 3.1 8B", LLAMA3_1_8B_PARAMS),
-    "3.2-1b": Shape("Llama 3.2 1B", LLAMA3_2_1B_PARAMS, tied=True),
-    "3.2-3b": Shape("Llama 3.2 3B", LLAMA3_2_3B_PARAMS, tied=True),
-}
-DEFAULT_SHAPE = "3-8b"
+# The shapes --shape chooses from are helpers.params.SHAPES: each model's params.json, key for key, and
+# whether its output layer is tied (Meta's params.json does not say so; its checkpoint has no output.weight).
 SEED = 0
 STD = 0.02
 CHUNK_ELEMENTS = 1 << 22  # random numbers drawn at a time: 16 MB of float32
@@ -110,19 +51,6 @@ class NotEnoughSpace(OSError):
     pass
 
 
-def checkpoint_shapes(params, tied=False):
-    """The checkpoint's tensor names and shapes, in file order: helpers' list, less output.weight when tied."""
-    shapes = expected_shapes(params)
-    if tied:
-        del shapes["output.weight"]
-    return shapes
-
-
-def checkpoint_bytes(params, tied=False):
-    """How many bytes the tensors take in bf16."""
-    return sum(2 * torch.Size(shape).numel() for shape in checkpoint_shapes(params, tied).values())
-
-
 def write_checkpoint(out_dir, raw_params=LLAMA3_8B_PARAMS, seed=SEED, disk_usage=shutil.disk_usage, tied=False):
     """Write params.json and a random bf16 consolidated.00.pth for `raw_params` into the new folder `out_dir`.
 
@@ -130,7 +58,7 @@ def write_checkpoint(out_dir, raw_params=LLAMA3_8B_PARAMS, seed=SEED, disk_usage
     """
     out_dir = Path(out_dir)
     params = params_from_dict(raw_params)
-    shapes = checkpoint_shapes(params, tied)
+    shapes = expected_shapes(params, tied)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; delete it first or choose another folder.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -197,7 +125,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="the folder to create (for example /tmp/llama3-8b-synthetic)")
     parser.add_argument("--shape", choices=SHAPES, default=DEFAULT_SHAPE,
-                        help="whose shapes: " + ", ".join(f"{key} ({s.model})" for key, s in SHAPES.items())
+                        help="whose shapes: " + ", ".join(f"{key} ({s.name})" for key, s in SHAPES.items())
                         + f"; default {DEFAULT_SHAPE}")
     parser.add_argument("--layers", type=int,
                         help="how many of the model's layers to write (params.json says so), for quick runs; "
@@ -208,7 +136,7 @@ def main(argv=None):
     n_layers = shape.params["n_layers"]
     layers = n_layers if args.layers is None else args.layers
     if not 1 <= layers <= n_layers:
-        parser.error(f"--layers must be between 1 and {n_layers} ({shape.model} has {n_layers} layers)")
+        parser.error(f"--layers must be between 1 and {n_layers} ({shape.name} has {n_layers} layers)")
     raw = shape.params | {"n_layers": layers}
     try:
         out = write_checkpoint(Path(args.out_dir), raw, seed=args.seed, tied=shape.tied)
@@ -217,7 +145,7 @@ def main(argv=None):
         return 1
     size = (out / "consolidated.00.pth").stat().st_size
     tied = ", output tied to the embedding table (no output.weight)" if shape.tied else ""
-    print(f"Wrote {out}: {shape.model}'s shapes, {layers} of {n_layers} layers{tied}, {size / 1e9:.2f} GB. "
+    print(f"Wrote {out}: {shape.name}'s shapes, {layers} of {n_layers} layers{tied}, {size / 1e9:.2f} GB. "
           "Never commit it.")
     return 0
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from helpers import attention, feed_forward, linear, rms_norm, rope_frequencies
+from helpers import attention, feed_forward, linear, model_frequencies, rms_norm
 
 
 def my_transformer_block(x, layer, params, freqs):
@@ -15,7 +15,7 @@ def my_transformer_block(x, layer, params, freqs):
 def my_forward(model, tokens):
     p = model.params
     x = model.weights["tok_embeddings.weight"][tokens].float()
-    freqs = rope_frequencies(p.head_dim, torch.arange(len(tokens)), p.rope_theta, p.rope_scaling_factor)
+    freqs = model_frequencies(p, torch.arange(len(tokens)))
     for i in range(p.n_layers):
         x = my_transformer_block(x, model.layer(i), p, freqs)
     return linear(rms_norm(x, model.weights["norm.weight"], p.norm_eps), model.weights["output.weight"])

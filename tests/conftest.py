@@ -6,10 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from helpers import Llama, TINY_MODEL_DIR, expected_shapes, load_model, params_from_dict  # noqa: E402
+from helpers import Llama, TINY_MODEL_DIR, expected_shapes, load_model, params_from_dict
+from helpers.params import params_to_dict
 
 CLASSIC_PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
 CLASSIC_IDS = [128000, 1820, 4320, 311, 279, 17139, 3488, 315, 2324, 11, 279, 15861, 11, 323, 4395, 374, 220]
@@ -61,13 +59,13 @@ def random_model(params, seed=0, dtype=torch.float32):
 def fresh_fused(monkeypatch):
     """helpers.linear's compiled one-row kernels (bf16 and int8) not tried yet, and taken by any matrix
     (the real thresholds are real models' sizes)."""
-    import helpers.compute as compute
+    from helpers import kernels
 
-    monkeypatch.setattr(compute, "_fused", None)
-    monkeypatch.setattr(compute, "_fused_int8", None)
-    monkeypatch.setattr(compute, "_fused_shapes", set())
-    monkeypatch.setattr(compute, "FUSED_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(compute, "FUSED_MIN_WIDTH", 0)
+    kernels.reset()
+    monkeypatch.setattr(kernels, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(kernels, "MIN_WIDTH", 0)
+    yield
+    kernels.reset()
 
 
 @pytest.fixture
@@ -77,11 +75,10 @@ def rng():
 
 def write_model(folder, params, weights, raw_params=None):
     """Write a model folder in Meta's layout (params.json and consolidated.00.pth)."""
-    import dataclasses
     import json
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    raw = raw_params if raw_params is not None else dataclasses.asdict(params)
+    raw = raw_params if raw_params is not None else params_to_dict(params)
     (folder / "params.json").write_text(json.dumps(raw))
     torch.save(weights, folder / "consolidated.00.pth")
     return folder

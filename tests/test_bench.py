@@ -10,18 +10,18 @@ import torch
 from conftest import load_script
 
 import helpers.compute
-from helpers import REPO_ROOT, expected_shapes, forward, linear, load_model, params_from_dict
+from helpers import REPO_ROOT, SHAPES, expected_shapes, forward, linear, load_model, params_from_dict
+from helpers.params import DEFAULT_SHAPE, LLAMA3_8B_PARAMS, checkpoint_bytes
 
 
 writer = load_script("scripts/write_synthetic_checkpoint.py")
 bench = load_script("bench/fit.py")
 
 # The 8B's params with a small dim and 2 layers; the vocabulary stays 128256 so the real tokenizer fits.
-SMALL = writer.LLAMA3_8B_PARAMS | {"dim": 64, "n_layers": 2, "n_heads": 8, "n_kv_heads": 2, "multiple_of": 32}
+SMALL = LLAMA3_8B_PARAMS | {"dim": 64, "n_layers": 2, "n_heads": 8, "n_kv_heads": 2, "multiple_of": 32}
 # Llama 3.2 1B's params (scaled RoPE) made as small; written tied, as the 3.2 models are: no output.weight.
-SMALL_TIED = writer.LLAMA3_2_1B_PARAMS | {"dim": 64, "n_layers": 2, "n_heads": 8, "n_kv_heads": 2, "multiple_of": 32}
+SMALL_TIED = SHAPES["3.2-1b"].params | {"dim": 64, "n_layers": 2, "n_heads": 8, "n_kv_heads": 2, "multiple_of": 32}
 # llama_models' name for each shape, whose arch_args are Meta's params.json.
-SKUS = {"3-8b": "Llama-3-8B", "3.1-8b": "Llama3.1-8B", "3.2-1b": "Llama3.2-1B", "3.2-3b": "Llama3.2-3B"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,26 +54,27 @@ def test_writes_the_8b_params_and_every_tensor_in_bf16(small_dir):
     assert torch.equal(weights["layers.1.ffn_norm.weight"], torch.ones(64, dtype=torch.bfloat16))
     w1 = weights["layers.0.feed_forward.w1.weight"].float()
     assert 0.018 < w1.std() < 0.022 and abs(w1.mean()) < 1e-3
-    assert writer.checkpoint_bytes(params_from_dict(SMALL)) == sum(2 * t.numel() for t in weights.values())
+    assert checkpoint_bytes(params_from_dict(SMALL)) == sum(2 * t.numel() for t in weights.values())
 
 
 def test_the_8b_shapes_come_from_helpers():
-    p = params_from_dict(writer.LLAMA3_8B_PARAMS)
+    p = params_from_dict(LLAMA3_8B_PARAMS)
     assert (p.hidden_dim, p.n_layers, p.vocab_size) == (14336, 32, 128256)
-    assert round(writer.checkpoint_bytes(p) / 1e9, 2) == 16.06
+    assert round(checkpoint_bytes(p) / 1e9, 2) == 16.06
 
 
 def test_the_shapes_are_metas():
     from llama_models.sku_list import resolve_model
 
-    assert set(writer.SHAPES) == set(SKUS)
-    for key, sku in SKUS.items():
-        arch = resolve_model(sku).arch_args
+    assert writer.SHAPES is SHAPES and all(shape.sku for shape in SHAPES.values())
+    for key, shape in SHAPES.items():
+        arch = resolve_model(shape.sku).arch_args
         if not arch["use_scaled_rope"]:  # Meta-Llama-3-8B's own params.json has no use_scaled_rope key
             arch = {k: v for k, v in arch.items() if k != "use_scaled_rope"}
-        assert writer.SHAPES[key].params == arch, key
+        assert shape.params == arch, key
+        assert (shape.rope_scaling is not None) == arch.get("use_scaled_rope", False), key
     assert {key for key, shape in writer.SHAPES.items() if shape.tied} == {"3.2-1b", "3.2-3b"}
-    assert writer.SHAPES[writer.DEFAULT_SHAPE].params is writer.LLAMA3_8B_PARAMS
+    assert SHAPES[DEFAULT_SHAPE].params is LLAMA3_8B_PARAMS
 
 
 @pytest.mark.parametrize("key, hidden_dim, gigabytes", [
@@ -82,8 +83,8 @@ def test_each_shape_and_its_size(key, hidden_dim, gigabytes):
     shape = writer.SHAPES[key]
     p = params_from_dict(shape.params)
     assert p.hidden_dim == hidden_dim
-    assert round(writer.checkpoint_bytes(p, shape.tied) / 1e9, 2) == gigabytes
-    names = writer.checkpoint_shapes(p, shape.tied)
+    assert round(checkpoint_bytes(p, shape.tied) / 1e9, 2) == gigabytes
+    names = expected_shapes(p, shape.tied)
     assert ("output.weight" in names) != shape.tied
     assert set(expected_shapes(p)) - set(names) == ({"output.weight"} if shape.tied else set())
 
@@ -93,8 +94,8 @@ def test_a_tied_shape_has_no_output_weight_and_loads_tied(small_tied_dir):
     weights = torch.load(small_tied_dir / "consolidated.00.pth", mmap=True, weights_only=True)
     assert "output.weight" not in weights
     p = params_from_dict(SMALL_TIED)
-    assert {name: tuple(t.shape) for name, t in weights.items()} == writer.checkpoint_shapes(p, tied=True)
-    assert writer.checkpoint_bytes(p, tied=True) == sum(2 * t.numel() for t in weights.values())
+    assert {name: tuple(t.shape) for name, t in weights.items()} == expected_shapes(p, tied=True)
+    assert checkpoint_bytes(p, tied=True) == sum(2 * t.numel() for t in weights.values())
     model = load_model(small_tied_dir, verbose=False)
     assert model.tied_output and model.params.rope_scaling_factor is not None
 
@@ -149,7 +150,7 @@ def test_command_line_writes_the_shape_asked_for(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(writer, "write_checkpoint", stand_in)
     assert writer.main([str(tmp_path / "out"), "--shape", "3.2-3b", "--layers", "2"]) == 0
-    assert written == {"raw": writer.LLAMA3_2_3B_PARAMS | {"n_layers": 2}, "tied": True}
+    assert written == {"raw": SHAPES["3.2-3b"].params | {"n_layers": 2}, "tied": True}
     assert "Llama 3.2 3B's shapes, 2 of 28 layers, output tied" in capsys.readouterr().out
 
 
@@ -229,7 +230,7 @@ def test_bench_memory_limits_option():
 def test_linear_buffer_made_under_inference_mode_works_outside_it(monkeypatch):
     """The reused float32 buffer of `linear` must not become an inference tensor (which could not be written later)."""
     w, x = torch.randn(300, 64).to(torch.bfloat16), torch.randn(3, 64)
-    monkeypatch.setattr(helpers.compute, "_buffer", torch.empty(0))
+    helpers.compute.release_buffer()
     with torch.inference_mode():
         linear(x, w)
     torch.testing.assert_close(linear(x, w), x @ w.float().T)
@@ -287,13 +288,13 @@ def test_the_decode_step_benchmark_times_every_product_of_a_step(small_tied_dir,
 def test_the_decode_step_benchmark_compares_numbers_of_parts(small_tied_dir, capsys, fresh_fused):
     """--compare-parts times the compiled kernels reading each matrix in other numbers of parts, taking turns with
     helpers' own (the small model's matrices take the compiled kernel here: fresh_fused lowers the thresholds)."""
-    import helpers.compute as compute
+    from helpers import kernels
 
     load_script("bench/decode_step.py").main([str(small_tied_dir), "--rounds", "2", "--compare-parts", "1"])
     printed = capsys.readouterr().out
     assert "one compiled call on 8 rows:" in printed
-    assert f"N = {compute.PARTS} " in printed
-    assert "N = 1 " in printed and f"times the time of {compute.PARTS} (helpers')" in printed
+    assert f"N = {kernels.PARTS} " in printed
+    assert "N = 1 " in printed and f"times the time of {kernels.PARTS} (helpers')" in printed
 
 
 @pytest.mark.parametrize("parts", ["0", "two", "2,,4", ""])

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-import helpers.compute as compute
-from helpers import FLOAT32_TOLERANCE, assert_close, linear
+from helpers import FLOAT32_TOLERANCE, assert_close, kernels, linear
 
 
 def weights_and_row(rows=384, dim=256):
@@ -15,8 +14,8 @@ def weights_and_row(rows=384, dim=256):
 def test_one_row_takes_the_compiled_kernel_and_agrees(fresh_fused):
     w, x = weights_and_row()
     fused = linear(x, w)
-    assert compute._fused_shapes == {((384, 256), torch.bfloat16, torch.float32)}  # the kernel ran
-    compute.FUSED_MIN_ELEMENTS = w.numel() + 1  # now the block path
+    assert kernels.compiled() == {((384, 256), torch.bfloat16, torch.float32)}  # the kernel ran
+    kernels.MIN_ELEMENTS = w.numel() + 1  # now the block path
     torch.testing.assert_close(fused, linear(x, w), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fused, x @ w.float().T, rtol=1e-5, atol=1e-5)
     assert fused.shape == (1, 384) and not fused.is_inference()
@@ -29,30 +28,30 @@ def test_without_a_compiler_the_block_path_takes_over(fresh_fused, monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda function, **options: cannot_build)
     w, x = weights_and_row()
     torch.testing.assert_close(linear(x, w), x @ w.float().T, rtol=1e-5, atol=1e-5)
-    assert compute._fused is False and compute._fused_shapes == set()
+    assert kernels.unavailable() == {"bf16"} and kernels.compiled() == set()
 
 
 def test_past_the_shape_limit_new_shapes_take_the_block_path(fresh_fused, monkeypatch):
-    monkeypatch.setattr(compute, "FUSED_MAX_SHAPES", 1)
+    monkeypatch.setattr(kernels, "MAX_SHAPES", 1)
     w, x = weights_and_row()
     linear(x, w)
     w2, x2 = weights_and_row(rows=128)
     torch.testing.assert_close(linear(x2, w2), x2 @ w2.float().T, rtol=1e-5, atol=1e-5)
-    assert compute._fused_shapes == {((384, 256), torch.bfloat16, torch.float32)}
+    assert kernels.compiled() == {((384, 256), torch.bfloat16, torch.float32)}
 
 
 def test_several_rows_take_the_block_path(fresh_fused):
     w, _ = weights_and_row()
     x = torch.randn(17, 256)
     torch.testing.assert_close(linear(x, w), x @ w.float().T, rtol=1e-5, atol=1e-5)
-    assert compute._fused is None  # never needed
+    assert kernels.kernel(int8=False) is None and not kernels.compiled()  # never needed
 
 
 def test_assert_close_allows_rounding_and_refuses_mistakes(fresh_fused):
     """The course's one tolerance: the one-row kernel and the block path agree under it, a mistake does not."""
     w, x = weights_and_row(rows=4096, dim=4096)
     fused = linear(x, w)
-    compute.FUSED_MIN_ELEMENTS = w.numel() + 1
+    kernels.MIN_ELEMENTS = w.numel() + 1
     blocks = linear(x, w)
     assert not torch.equal(fused, blocks)  # another order of the same sums: the last bits differ...
     assert_close(fused, blocks)  # ...within the tolerance
@@ -65,27 +64,23 @@ def test_assert_close_allows_rounding_and_refuses_mistakes(fresh_fused):
 
 
 
-def takes_the_one_row_kernel(shape, monkeypatch):
-    """Whether `linear` sends one row times a bf16 matrix of `shape` to the compiled kernel (not run here)."""
-    taken = []
-    monkeypatch.setattr(compute, "_fused_matvec", lambda w, x: taken.append(w.shape) or torch.zeros(w.shape[0]))
+def takes_the_one_row_kernel(shape):
+    """Whether one row times a bf16 matrix of `shape` has a compiled kernel (not run here)."""
     w = torch.zeros((), dtype=torch.bfloat16).expand(shape)  # the shape without the memory
-    out = linear(torch.zeros(1, shape[1]), w)
-    assert out.shape == (1, shape[0])
-    return bool(taken)
+    return kernels.applies(torch.zeros(1, shape[1]), w)
 
 
 @pytest.mark.parametrize("shape", [(512, 2048), (2048, 2048), (8192, 2048), (2048, 8192), (128256, 2048),
                                    (1024, 3072), (3072, 3072), (1024, 4096), (4096, 14336)])
 def test_every_matrix_of_a_real_llama_3_takes_the_one_row_kernel(shape, monkeypatch):
     """From Llama 3.2 1B's smallest (its wk and wv, 512 x 2048) to the 8B's largest."""
-    assert takes_the_one_row_kernel(shape, monkeypatch)
+    assert takes_the_one_row_kernel(shape)
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (16, 64), (224, 64), (64, 224), (128256, 64)])
 def test_no_matrix_of_the_tiny_model_takes_it(shape, monkeypatch):
     """The tiny model's decoding is bound by overheads: compiling kernels for it would only cost time."""
-    assert not takes_the_one_row_kernel(shape, monkeypatch)
+    assert not takes_the_one_row_kernel(shape)
 
 
 @pytest.mark.parametrize("int8", [False, True])
@@ -99,26 +94,26 @@ def test_a_row_made_in_or_out_of_inference_mode_takes_the_same_compiled_kernel(f
 
     w, x = weights_and_row(rows=320)  # a shape no other test compiles
     w = quantize_int8(w) if int8 else w
-    code = (compute._matvec_int8 if int8 else compute._matvec).__code__
-    before = len(_debug_get_cache_entry_list(code))
     expected = linear(x, w)
+    code = kernels.kernel(int8)._torchdynamo_orig_callable
+    compiled = len(_debug_get_cache_entry_list(code))
     with torch.inference_mode():
         made_inside = x.clone()
         assert_close(linear(made_inside, w), expected)
         assert_close(linear(x, w), expected)  # made outside, used inside
-    assert len(_debug_get_cache_entry_list(code)) == before + 1
+    assert len(_debug_get_cache_entry_list(code)) == compiled
 
 
 @pytest.mark.parametrize("rows", [257, 3])
 @pytest.mark.parametrize("int8", [False, True])
 def test_rows_that_do_not_divide_into_the_parts_still_come_out_whole_and_in_order(fresh_fused, int8, rows):
-    """The kernels compute compute.PARTS blocks of rows side by side. 257 rows leave the last block longer
+    """The kernels compute kernels.PARTS blocks of rows side by side. 257 rows leave the last block longer
     than the others, and 3 are fewer than the parts: every row must still come out once, in its place."""
     from helpers import dequantize, quantize_int8
 
-    assert rows % compute.PARTS and (rows > compute.PARTS) == (rows == 257)
+    assert rows % kernels.PARTS and (rows > kernels.PARTS) == (rows == 257)
     w, x = weights_and_row(rows=rows)
     w = quantize_int8(w) if int8 else w
     out = linear(x, w)
-    assert compute._fused_shapes and out.shape == (1, rows)  # the compiled kernel ran
+    assert kernels.compiled() and out.shape == (1, rows)  # the compiled kernel ran
     assert_close(out, x @ dequantize(w).T)

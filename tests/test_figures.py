@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from helpers import Tokenizer, chat_tokens, params_from_dict  # noqa: E402
-from helpers.checkpoint import LLAMA3_8B_PARAMS as LLAMA3_8B  # noqa: E402
+from helpers.params import LLAMA3_8B_PARAMS as LLAMA3_8B  # noqa: E402
 from helpers.figures import (CHAT_COLOURS, HIGHLIGHT, draw_attention_shapes, draw_chat_layout, draw_gqa,  # noqa: E402
                              draw_kv_cache, draw_llama, draw_top_k_top_p)
 

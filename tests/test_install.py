@@ -40,6 +40,13 @@ def site(tmp_path_factory):
     return site
 
 
+# This environment has the clone installed with `pip install -e .` (the Makefile does so): a cell run first
+# hides it from the notebook's kernel, as on a machine that has only the notebook.
+NOT_FROM_THE_CLONE = f"""import sys
+sys.meta_path[:] = [finder for finder in sys.meta_path if "__editable__" not in getattr(finder, "__module__", "")]
+sys.path[:] = [p for p in sys.path if p != {str(REPO_ROOT)!r}]"""
+
+
 @pytest.fixture
 def outside_the_clone(tmp_path, monkeypatch):
     """A copy of NOTEBOOK in a folder outside the repository, as Kaggle or Colab would run it."""
@@ -47,7 +54,12 @@ def outside_the_clone(tmp_path, monkeypatch):
     # conftest.py points LLAMA3_DIR at the repository's tiny model; an installed course has its own.
     monkeypatch.delenv("LLAMA3_DIR", raising=False)
     monkeypatch.delenv("PYTHONPATH", raising=False)
-    return Path(shutil.copy(NOTEBOOK, tmp_path))
+    notebook = json.loads(NOTEBOOK.read_text())
+    notebook["cells"].insert(0, {"cell_type": "code", "id": "not-from-the-clone", "metadata": {}, "outputs": [],
+                                 "execution_count": None, "source": NOT_FROM_THE_CLONE})
+    copy = tmp_path / NOTEBOOK.name
+    copy.write_text(json.dumps(notebook))
+    return copy
 
 
 def printed(notebook):

@@ -1,4 +1,4 @@
-"""Int8 weights (helpers/int8.py): rounding bounds, both paths of `linear`, saving and loading, and agreement with bf16."""
+"""Int8 weights (helpers/int8.py, helpers/int8_file.py): rounding bounds, both paths of `linear`, saving and loading, and agreement with bf16."""
 
 import dataclasses
 import struct
@@ -7,9 +7,8 @@ import pytest
 import torch
 from conftest import random_model, random_params
 
-import helpers.compute as compute
-from helpers import (REPO_ROOT, TINY_MODEL_DIR, Int8Weight, LlamaError, assert_close, dequantize, forward, linear,
-                     linear_each, load_int8, quantize_int8, quantize_model, save_int8, weight_bytes)
+from helpers import (REPO_ROOT, TINY_MODEL_DIR, Int8Weight, LlamaError, assert_close, compute, dequantize, forward,
+                     kernels, linear, linear_each, load_int8, quantize_int8, quantize_model, save_int8, weight_bytes)
 from helpers.int8 import join, whole_of
 
 
@@ -57,12 +56,12 @@ def test_one_row_kernel_and_block_path_equal_float32_on_the_dequantised_weights(
     expected_weights = dequantize(q)
     x = torch.randn(1, 256, generator=torch.Generator().manual_seed(1))
     one_row = linear(x, q)
-    assert compute._fused_shapes == {((384, 256), (torch.int8, q.group_size), torch.float32)}  # the kernel ran
+    assert kernels.compiled() == {((384, 256), (torch.int8, q.group_size), torch.float32)}  # the kernel ran
     assert one_row.shape == (1, 384) and not one_row.is_inference()
     assert_close(one_row, x @ expected_weights.T)
     rows = torch.randn(17, 256, generator=torch.Generator().manual_seed(2))
     assert_close(linear(rows, q), rows @ expected_weights.T)  # several rows: the block path
-    compute.FUSED_MIN_ELEMENTS = q.numel() + 1
+    kernels.MIN_ELEMENTS = q.numel() + 1
     assert_close(linear(x, q), one_row)  # one row by the block path
 
 
@@ -117,7 +116,7 @@ def test_linear_each_makes_one_product_of_joined_matrices(fresh_fused, monkeypat
         assert_close(got, expected)
         assert_close(got, x @ dequantize(w).T)
     if one_row:  # the compiled kernel made the one product
-        assert {shape for shape, _, _ in compute._fused_shapes} == {(64, 256), (32, 256), (128, 256)}
+        assert {shape for shape, _, _ in kernels.compiled()} == {(64, 256), (32, 256), (128, 256)}
 
 
 def corpus_logits(model):

@@ -9,14 +9,13 @@ import pytest
 import torch
 from conftest import load_script
 
-from helpers import expected_shapes, params_from_dict
+from helpers import SHAPES, expected_shapes, params_from_dict
 
 bench = load_script("bench/llama_cpp.py")
-writer = load_script("scripts/write_synthetic_checkpoint.py")  # for its params of the real shapes
 
 # Llama 3.2 1B's params (scaled RoPE) made small, with a vocabulary of 44 BPE tokens and Meta's 256 special ones.
-SMALL = writer.LLAMA3_2_1B_PARAMS | {"dim": 64, "n_layers": 2, "n_heads": 8, "n_kv_heads": 2, "multiple_of": 32,
-                                      "vocab_size": 300}
+SMALL = SHAPES["3.2-1b"].params | {"dim": 64, "n_layers": 2, "n_heads": 8, "n_kv_heads": 2, "multiple_of": 32,
+                                    "vocab_size": 300}
 
 
 def small_vocab():

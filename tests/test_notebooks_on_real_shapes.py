@@ -13,7 +13,7 @@ weights, written once by scripts/write_synthetic_checkpoint.py into .cache/ (ign
   have 4; RoPE scaled by 32; tied output): 1.2 GB.
 
 Every matrix has the real model's shape, so the code takes the real model's paths, the compiled
-one-row kernel of helpers/compute.py included.
+one-row kernel of helpers/kernels.py included.
 
 What is checked: each notebook runs to the end with its own assertions, finds the model it was
 given, says what it should about RoPE and the output layer, and prints no warning; not the outputs
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import pytest
 from conftest import load_script
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, SHAPES, params_from_dict
 
 runner = load_script("scripts/run_notebooks.py")
 writer = load_script("scripts/write_synthetic_checkpoint.py")
@@ -40,45 +40,36 @@ writer = load_script("scripts/write_synthetic_checkpoint.py")
 @dataclass(frozen=True)
 class Case:
     name: str  # the test class's name, after "Test"
-    shape: str  # a key of the writer's SHAPES
+    shape: str  # a key of helpers.params.SHAPES
     folder: str  # in .cache/
     dim: int
     hidden_dim: int  # of the feed-forward
-    printed: dict  # notebook name prefix -> a line it must print
+    printed: dict  # notebook name prefix -> lines it must print
 
 
-CASES = [
-    Case("Llama3_8B", "3-8b", "llama3-8b-2layers", 4096, 14336, {
-        "03": "this model is a Llama 3: params.json has no use_scaled_rope, and RoPE is not scaled",
-        "05": "output.weight: a matrix of its own",
-    }),
-    Case("Llama31_8B", "3.1-8b", "llama3.1-8b-2layers", 4096, 14336, {
-        "02": "RoPE: scaled by 8 (Llama 3.1 8B's factor: params.json says use_scaled_rope, and dim 4096 "
-              "is Llama 3.1 8B's); context 131,072 tokens.",
-        "05": "output.weight: a matrix of its own",
-    }),
-    Case("Llama32_1B", "3.2-1b", "llama3.2-1b-2layers", 2048, 8192, {
-        "02": "RoPE: scaled by 32 (Llama 3.2 1B's factor: params.json says use_scaled_rope, and dim 2048 "
-              "is Llama 3.2 1B's); context 131,072 tokens.",
-        "03": "this model scales RoPE by 32 (Llama 3.2 1B's factor: params.json says use_scaled_rope, "
-              "and dim 2048 is Llama 3.2 1B's)",
-        "05": "output.weight: the embedding table itself (tied)",
-    }),
-    Case("Llama32_3B", "3.2-3b", "llama3.2-3b-2layers", 3072, 8192, {
-        "02": "RoPE: scaled by 32 (Llama 3.2 3B's factor: params.json says use_scaled_rope, and dim 3072 "
-              "is Llama 3.2 3B's); context 131,072 tokens.",
-        "05": "output.weight: the embedding table itself (tied)",
-    }),
-]
+def case_of(key, shape):
+    """The case of one of helpers.params.SHAPES, and the lines its notebooks must print."""
+    p = params_from_dict(shape.params)
+    if p.rope_scaling is None:
+        rope = {"03": ["this model is a Llama 3: params.json has no use_scaled_rope, and RoPE is not scaled"]}
+    else:
+        rope = {"02": [f"RoPE: scaled by {p.rope_scaling_factor:g} ({p.rope_scaling_source}); context "
+                       f"{p.max_seq_len:,} tokens."],
+                "03": [f"this model scales RoPE by {p.rope_scaling_factor:g} ({p.rope_scaling_source})"]}
+    output = "the embedding table itself (tied)" if shape.tied else "a matrix of its own"
+    name = "Llama" + key.replace(".", "").replace("-", "_").upper()
+    return Case(name, key, f"llama{key}-2layers", p.dim, p.hidden_dim, rope | {"05": [f"output.weight: {output}"]})
+
+
+CASES = [case_of(key, shape) for key, shape in SHAPES.items()]
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 # tqdm's progress bar (notebook 06) is the one thing a cell may write to stderr.
 PROGRESS_BAR = re.compile(r"^\s*layers:.*\|[ \d/]*$")
 # Run after notebooks 07 and 08: decoding must have taken the compiled one-row kernel, for bf16
 # weights (07) and for int8 weights (08).
 ONE_ROW_KERNEL_CHECK = """
-import helpers.compute
-print(sorted(f"{shape} {'int8' if isinstance(kind, tuple) else kind}"
-             for shape, kind, _ in helpers.compute._fused_shapes))
+from helpers import kernels
+print(sorted(f"{shape} {'int8' if isinstance(kind, tuple) else kind}" for shape, kind, _ in kernels.compiled()))
 """
 KERNEL_KIND = {"07": "torch.bfloat16", "08": "int8"}
 
@@ -90,7 +81,7 @@ def one_row_kernels(case, number):
     return [f"({up}, {case.dim})", f"({case.dim}, {case.hidden_dim})", f"(128256, {case.dim})"]
 
 
-# The shapes run, by their keys in the writer's SHAPES: `make test` runs Llama 3.2 1B's alone,
+# The shapes run, by their keys in helpers.params.SHAPES: `make test` runs Llama 3.2 1B's alone,
 # `make test-real-shapes` all four.
 SHAPES_TESTED = os.environ.get("LLAMA3_TEST_SHAPES", "3.2-1b").split(",")
 if not set(SHAPES_TESTED) <= {case.shape for case in CASES}:
@@ -113,8 +104,8 @@ def check_notebook(case, path):
     printed = list(stream_lines(notebook, "stdout"))
     models = {line for line in printed if line.startswith("Model: ")}
     assert models == {f"Model: .cache/{case.folder} (from LLAMA3_DIR)."}, models
-    if number in case.printed:
-        assert case.printed[number] in printed, "\n".join(printed)
+    for line in case.printed.get(number, []):
+        assert line in printed, "\n".join(printed)
     unexpected = [line for line in stream_lines(notebook, "stderr") if line.strip() and not PROGRESS_BAR.match(line)]
     assert not unexpected, f"{path.name} wrote to stderr (a warning?):\n" + "\n".join(unexpected)
     if extra:
@@ -126,7 +117,7 @@ def checkpoint(case):
     """The case's 2-layer checkpoint in .cache/, written on first use."""
     folder = REPO_ROOT / ".cache" / case.folder
     if not (folder / "consolidated.00.pth").is_file():  # the writer renames a folder only when complete
-        shape = writer.SHAPES[case.shape]
+        shape = SHAPES[case.shape]
         writer.write_checkpoint(folder, shape.params | {"n_layers": 2}, tied=shape.tied)
     return case
 
