@@ -1,5 +1,6 @@
 # make run        - set up, then execute every notebook in order on the model it finds
-# make test       - set up, then run every test, and every notebook under strict nbval, on two workers
+# make test       - set up, then lint, run every test, and every notebook under strict nbval, on two workers
+# make lint       - ruff on the code and the notebooks (its rules are in pyproject.toml)
 # make test-real-shapes - every notebook on 2-layer checkpoints of Llama 3 8B's, 3.1 8B's, 3.2 1B's and 3B's shapes
 # make notebooks  - execute the notebooks and save their outputs (after changing helpers/ or data/)
 # make demo       - the command-line demo on the classic prompt
@@ -22,7 +23,7 @@ TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-test run notebooks test test-real-shapes tiny-model demo wheel kaggle
+.PHONY: install install-test lint run notebooks test test-real-shapes tiny-model demo wheel kaggle
 
 .venv/bin/python:
 	python3 -m venv .venv
@@ -46,7 +47,10 @@ demo: install
 
 # --dist loadscope: a notebook's cells, and a class's tests, go to one worker, in order; each
 # worker runs torch on one thread, as two workers share 2 cores.
-test: install-test
+lint: install-test
+	$(PYTHON) -m ruff check .
+
+test: install-test lint
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 --dist loadscope --no-loadscope-reorder --nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg tests notebooks
 
 test-real-shapes: install-test

@@ -172,7 +172,7 @@ def main(argv=None):
                 run(kernel)()  # compiles
             by_parts = [[seconds(run(kernel)) for kernel in others] for _ in range(args.rounds)]
 
-    products_s, sums_s = (statistics.median(column) for column in zip(*rounds))
+    products_s, sums_s = (statistics.median(column) for column in zip(*rounds, strict=True))
     total_bytes = sum(nbytes(w) for w in matrices)
     p = model.params
     print(f"{args.model_dir}: dim {p.dim}, {p.n_layers} layers; {kind} matrices, {total_bytes / 1e9:.2f} GB read "

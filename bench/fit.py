@@ -58,7 +58,6 @@ ran ("others"; the child's own compile or I/O work is not counted).
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
@@ -68,7 +67,6 @@ import time
 from pathlib import Path
 
 import torch
-
 
 PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
@@ -477,7 +475,7 @@ def print_table(rows):
         print(f"{name:<22}{cache:>6}{seconds(r['load_s']):>9}{seconds(r['prefill_s']):>9}"
               f"{seconds(r.get('again_s')):>9}{seconds(total):>14}{gb(r['vmhwm_kib']):>11}"
               f"{gb(r['peak_anon_kib']):>11}{decode:>12}{r['others_busy']:>8.0%}")
-    for (name, cache), r in rows.items():
+    for (name, _cache), r in rows.items():
         if "first_token_s" in r and not failure(r):
             print(f"\n{name}: in the warm-up run before it, the prefill took {r['warmup_prefill_s']:.1f} s, then the "
                   f"first decoded token, which builds the compiled one-row kernels, {r['first_token_s']:.1f} s.")
@@ -545,7 +543,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", help="a Llama 3 folder: params.json and consolidated.00.pth "
                                           "(for example one written by scripts/write_synthetic_checkpoint.py)")
-    parser.add_argument("--decode-tokens", type=int, default=16, help="tokens to generate for (c) and (d); 0 skips them")
+    parser.add_argument("--decode-tokens", type=int, default=16,
+                        help="tokens to generate for (c) and (d); 0 skips them")
     parser.add_argument("--cache", choices=["cold", "warm", "both"], default="both",
                         help="run (a) and (b) with the page cache dropped, with the file read into it first, or both")
     parser.add_argument("--skip-tutorial", action="store_true",

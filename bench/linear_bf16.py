@@ -31,9 +31,7 @@ A benchmark, not a test: the figures depend on the machine and on what else
 runs on it; each is the best of 4 runs.
 """
 
-import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -131,6 +129,7 @@ with torch.inference_mode():
     prompt_flops = 2 * PROMPT_ROWS * sum(w.numel() for w in weights)
     for name, run in [("the block path", block_path_prompt), ("  its product alone", multiply_only_prompt)]:
         best = best_time(run)
-        print(f"{name:<30} {best / weights_gb * TOKEN_GB:5.2f} s per 8B pass   ({prompt_flops / best / 1e9:5.1f} GFLOPS)")
+        print(f"{name:<30} {best / weights_gb * TOKEN_GB:5.2f} s per 8B pass   "
+              f"({prompt_flops / best / 1e9:5.1f} GFLOPS)")
     best = best_time(large_product)
     print(f"{'2048 x 2048 times 2048 x 2048':<30} {'':>20}   ({2 * 2048**3 / best / 1e9:5.1f} GFLOPS)")

@@ -61,7 +61,6 @@ import tarfile
 import time
 from pathlib import Path
 
-
 from helpers import LlamaError, load_params
 from helpers.checkpoint import checkpoint_file
 from helpers.tokenizer import SPECIAL_TOKENS, meta_tokenizer_file, read_ranks

@@ -8,9 +8,7 @@ resident memory. A benchmark, not a test: the figures depend on the machine.
 
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 

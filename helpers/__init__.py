@@ -2,21 +2,20 @@
 
 from .attention import attention, attention_head, attention_weights, causal_mask
 from .checkpoint import load_weights
-from .params import MODELS, SHAPES, Params, Shape, expected_shapes, is_matrix, load_params, params_from_dict
-from .errors import LlamaError
-from .tolerance import FLOAT32_TOLERANCE, assert_close
 from .compute import linear, linear_each
-from .int8 import Int8Weight, dequantize, quantize_int8, quantize_model, weight_bytes
-from .model import Llama, find_model, load_model, load_tokenizer, REPO_ROOT, TINY_MODEL_DIR
-from .int8_file import load_int8, save_int8
-from .download import check_disk_space, download_llama3, hf_token, where_am_i
-from .rope import (RopeScaling, apply_rope, apply_rope_half_split, model_frequencies, rope_frequencies,
-                   scale_frequencies)
-from .tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, Tokenizer
-from .transformer import feed_forward, forward, next_token_probs, rms_norm, transformer_block
-from .generate import Generation, TextStream, chat_tokens, generate, sample_next, top_k_filter, top_p_filter
-from .kv_cache import KVCache, LayerCache
 from .debug import Comparison, compare_forward, forward_steps, forward_with
+from .download import check_disk_space, download_llama3, hf_token, where_am_i
+from .errors import LlamaError
+from .generate import Generation, TextStream, chat_tokens, generate, sample_next, top_k_filter, top_p_filter
+from .int8 import Int8Weight, dequantize, quantize_int8, quantize_model, weight_bytes
+from .int8_file import load_int8, save_int8
+from .kv_cache import KVCache, LayerCache
+from .model import REPO_ROOT, TINY_MODEL_DIR, Llama, find_model, load_model, load_tokenizer
+from .params import MODELS, SHAPES, Params, Shape, expected_shapes, is_matrix, load_params, params_from_dict
+from .rope import RopeScaling, apply_rope, apply_rope_half_split, model_frequencies, rope_frequencies, scale_frequencies
+from .tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, Tokenizer
+from .tolerance import FLOAT32_TOLERANCE, assert_close
+from .transformer import feed_forward, forward, next_token_probs, rms_norm, transformer_block
 
 __all__ = [
     "attention", "attention_head", "attention_weights", "causal_mask",

@@ -107,7 +107,7 @@ def run(args):
     probs = next_token_probs(model, tokens)
     top = torch.topk(probs, min(args.top, len(probs)))
     print(f"\nTop {len(top.indices)} next tokens:")
-    for rank, (p, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):
+    for rank, (p, i) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True), start=1):
         print(f"{rank:>3}. {tokenizer.pieces([i])[0]!r:<20} {p:8.2%}   (id {i})")
 
 

@@ -21,8 +21,8 @@ import torch
 
 from .attention import attention
 from .compute import linear
-from .tolerance import FLOAT32_TOLERANCE
 from .rope import apply_rope_half_split, model_frequencies
+from .tolerance import FLOAT32_TOLERANCE
 from .transformer import check_tokens, feed_forward, rms_norm, transformer_block
 
 
@@ -156,7 +156,8 @@ def compare_forward(model, tokens, **yours):
     side on `tokens`; a `Comparison` of the first step where they part (print it), or of none."""
     whole_block = yours.get("transformer_block") is not None
     reference = forward_steps(model, tokens, transformer_block=transformer_block if whole_block else None)
-    for n, ((step, mine), (_, expected)) in enumerate(zip(forward_steps(model, tokens, **yours), reference), 1):
+    yours = forward_steps(model, tokens, **yours)
+    for n, ((step, mine), (_, expected)) in enumerate(zip(yours, reference, strict=False), 1):
         if mine.shape != expected.shape:
             return Comparison(n, step, shapes=(tuple(mine.shape), tuple(expected.shape)))
         if not agrees(mine, expected):

@@ -9,8 +9,17 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
 from .params import DEFAULT_SHAPE, SHAPES, params_from_dict
-from .plots import (HIGHLIGHT, draw_attention_heads, draw_kv_cache, draw_logit_lens,  # noqa: F401
-                    draw_rope, draw_score_by_distance, draw_silu, draw_top_k_top_p, draw_top_tokens)
+from .plots import (  # noqa: F401
+    HIGHLIGHT,
+    draw_attention_heads,
+    draw_kv_cache,
+    draw_logit_lens,
+    draw_rope,
+    draw_score_by_distance,
+    draw_silu,
+    draw_top_k_top_p,
+    draw_top_tokens,
+)
 
 PLAIN = "#eef2f7"
 # The column beside the model's shapes: Meta-Llama-3-8B's.
@@ -205,12 +214,12 @@ def draw_chat_layout(tokenizer, ids, width=10.0):
     (the assistant's) get a dashed cell after them: the model writes from there."""
     ids = [int(i) for i in ids]
     kinds = chat_kinds(tokenizer, ids)
-    cells = [(label, str(i), kind) for i, label, kind in zip(ids, tokenizer.labels(ids), kinds)]
+    cells = [(label, str(i), kind) for i, label, kind in zip(ids, tokenizer.labels(ids), kinds, strict=True)]
     if ids[-2:-1] == [tokenizer.special_ids["<|end_header_id|>"]]:
         cells.append(("the model writes from here", "", "reply"))
     inch_per_char, pad, gap, row_height = 0.07, 0.08, 0.05, 0.55  # monospace at 8 points: about 0.067 in
     placed, row, x = [], 0, 0.0
-    for (label, number, kind), i in zip(cells, ids + [None]):
+    for (label, number, kind), i in zip(cells, ids + [None], strict=False):
         cell_width = inch_per_char * max(len(label), len(number)) + 2 * pad
         if x + cell_width > width:
             row, x = row + 1, 0.0

@@ -19,6 +19,7 @@ import torch
 
 from .errors import LlamaError
 from .params import JOINED, is_matrix  # noqa: F401  (is_matrix: notebook 08 imports it from here)
+
 # Rows quantised at a time: a float32 copy of a whole matrix would be 2.1 GB for the 8B's output layer.
 ROWS_AT_A_TIME = 4096
 
@@ -134,7 +135,7 @@ def quantize_model(model, group_size=None):
     for i in range(model.params.n_layers):
         for parts in JOINED.values():
             names = [f"layers.{i}.{part}" for part in parts]
-            weights.update(zip(names, join([quantize_int8(weights[name], group_size) for name in names])))
+            weights.update(zip(names, join([quantize_int8(weights[name], group_size) for name in names]), strict=True))
     for name, w in weights.items():
         if is_matrix(name) and not isinstance(w, Int8Weight):
             weights[name] = quantize_int8(w, group_size)

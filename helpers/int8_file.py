@@ -113,7 +113,7 @@ def load_int8(path):
                     raise LlamaError(f"{path}: {joined!r} should hold the {sum(rows)} rows of {', '.join(names)}, "
                                      f"but holds {whole.shape[0]}, or has no scales. The file was not written by "
                                      "helpers.save_int8, or was changed since: save it again.")
-                parts |= dict(zip(names, split_rows(whole, rows)))
+                parts |= dict(zip(names, split_rows(whole, rows), strict=True))
     weights = {}
     for name, shape in shapes.items():
         if name == "output.weight" and name not in tensors:

@@ -54,7 +54,8 @@ def _in_parts(rows_times, matrices, *vectors, parts=PARTS):
     rows = len(matrices[0])
     parts = min(parts, rows)
     cuts = [rows // parts * i for i in range(parts)] + [rows]
-    return torch.cat([rows_times(*(m[start:end] for m in matrices), *vectors) for start, end in zip(cuts, cuts[1:])])
+    blocks = zip(cuts, cuts[1:], strict=False)
+    return torch.cat([rows_times(*(m[start:end] for m in matrices), *vectors) for start, end in blocks])
 
 
 def _matvec(w, x):

@@ -42,7 +42,8 @@ SHAPES = {
     "3.1-8b": Shape("Llama 3.1 8B", {
         "dim": 4096, "n_layers": 32, "n_heads": 32, "n_kv_heads": 8, "vocab_size": 128256, "ffn_dim_multiplier": 1.3,
         "multiple_of": 1024, "norm_eps": 1e-05, "rope_theta": 500000.0, "use_scaled_rope": True,
-    }, rope_scaling=RopeScaling(8.0), repos=("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B-Instruct"), sku="Llama3.1-8B"),
+    }, rope_scaling=RopeScaling(8.0), repos=("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B-Instruct"),
+        sku="Llama3.1-8B"),
     "3.2-1b": Shape("Llama 3.2 1B", {
         "dim": 2048, "n_layers": 16, "n_heads": 32, "n_kv_heads": 8, "vocab_size": 128256, "ffn_dim_multiplier": 1.5,
         "multiple_of": 256, "norm_eps": 1e-05, "rope_theta": 500000.0, "use_scaled_rope": True,

@@ -18,7 +18,7 @@ def draw_rope(theta, paths):
     left.set_ylabel("θ_j (radians per position)")
     left.set_title("RoPE frequencies")
     radius = max(abs(path).max().item() for path in paths.values()) * 1.3
-    for (label, path), marker in zip(paths.items(), "os^D"):
+    for (label, path), marker in zip(paths.items(), "os^D", strict=False):
         path = torch.as_tensor(path).numpy()
         right.plot(path.real, path.imag, marker, ls="none", label=label)
         numbered = []  # positions whose number is drawn: those not too close to one already drawn
@@ -43,7 +43,7 @@ def draw_rope(theta, paths):
 def draw_score_by_distance(distances, scores):
     """The score q·k against the distance m − n, one curve per query position m in `scores` ({m: scores})."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (m, values), (marker, size) in zip(scores.items(), [("o", 8), ("x", 7), (".", 5), ("+", 7)]):
+    for (m, values), (marker, size) in zip(scores.items(), [("o", 8), ("x", 7), (".", 5), ("+", 7)], strict=False):
         ax.plot(distances, values, marker=marker, ms=size, ls="-" if marker == "o" else "none",
                 label=f"query at position {m}")
     ax.axhline(0, color="grey", lw=0.5)
@@ -168,7 +168,7 @@ def draw_top_k_top_p(probs, labels, top_k, top_p):
     kept = (cumulative - probs < top_p).tolist()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(labels) + 2), 4.5))
     bars = ax.bar(range(len(labels)), probs.numpy(), color=["C0" if keep else "lightgrey" for keep in kept])
-    for bar, keep in zip(bars, kept):
+    for bar, keep in zip(bars, kept, strict=True):
         bar.set_gid("kept" if keep else "cut")
     ax.plot(range(len(labels)), cumulative.numpy(), "o-", color="C1", ms=3, label="running sum of probabilities")
     ax.axhline(top_p, color="C3", ls="--", label=f"top-p: p = {top_p}")

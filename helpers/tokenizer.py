@@ -186,5 +186,5 @@ class Tokenizer:
 
     def show(self, ids):
         """Print one line per token: its position, its id and its text."""
-        for position, (i, piece) in enumerate(zip(ids, self.pieces(ids))):
+        for position, (i, piece) in enumerate(zip(ids, self.pieces(ids), strict=True)):
             print(f"{position:>4} {i:>7}  {piece!r}")

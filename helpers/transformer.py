@@ -7,8 +7,8 @@ the versions here.
 import torch
 
 from .attention import attention
-from .errors import LlamaError
 from .compute import linear, linear_each
+from .errors import LlamaError
 from .rope import model_frequencies
 
 

@@ -7,8 +7,9 @@ The wheel holds `helpers` and the embedded tiny Llama 3 (pyproject.toml), for `%
 a laptop. The Kaggle folder holds that wheel; the same package unpacked in package/, which a notebook's
 first cell puts on sys.path (Kaggle notebooks often run with Internet off, so nothing is installed);
 the notebooks; and dataset-metadata.json. The `llama-models` package, where the course finds Meta's
-tokenizer.model, is not on Kaggle: package/ also holds the few of its files that Llama 3's tokenizer needs. The owner of the dataset comes from --owner, else KAGGLE_USERNAME, else
-~/.kaggle/kaggle.json; with none, nothing is written.
+tokenizer.model, is not on Kaggle: package/ also holds the few of its files that Llama 3's tokenizer
+needs. The owner of the dataset comes from --owner, else KAGGLE_USERNAME, else ~/.kaggle/kaggle.json;
+with none, nothing is written.
 """
 
 import argparse
@@ -129,7 +130,9 @@ def build_kaggle(out_dir, owner):
         new = Path(work) / "dataset"
         wheel = build_wheel(new)
         run_pip("install", "--no-deps", "--no-index", "--no-compile", "--target", str(new / "package"), str(wheel))
-        (new / "package" / f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info" / "direct_url.json").unlink()
+        # pip records where it installed from, a temporary folder of this machine's: not for the dataset
+        [record] = (new / "package").glob("*.dist-info/direct_url.json")
+        record.unlink()
         copy_meta_tokenizer(new / "package")
         (new / "notebooks").mkdir()
         for notebook in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):

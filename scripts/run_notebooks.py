@@ -111,7 +111,8 @@ def main():
     which.add_argument("--write", action="store_true",
                        help="run them on the embedded tiny model and save the new outputs into the notebooks")
     args = parser.parse_args()
-    paths = [p for p in sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb")) if not args.only or p.name.startswith(tuple(args.only))]
+    paths = [p for p in sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb"))
+             if not args.only or p.name.startswith(tuple(args.only))]
     if not paths:
         sys.exit(f"No notebook matches {args.only} in notebooks/.")
     model_dir = TINY_MODEL_DIR if args.write else args.model

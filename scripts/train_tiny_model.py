@@ -40,9 +40,8 @@ from pathlib import Path
 
 import torch
 
-
 from helpers import Llama, Tokenizer, expected_shapes, forward, load_model, params_from_dict
-from helpers.model import REPO_ROOT, TINY_MODEL_DIR
+from helpers.model import TINY_MODEL_DIR
 
 # Meta's params.json keys. GQA with 4 query heads per key/value head, Llama 3's
 # rope_theta and FFN rule (int(2 * 4 * 64 / 3) = 170, times 1.3 = 221, rounded

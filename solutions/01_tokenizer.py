@@ -3,7 +3,7 @@
 
 def my_most_frequent_pair(ids):
     counts = {}
-    for pair in zip(ids, ids[1:]):
+    for pair in zip(ids, ids[1:], strict=False):
         counts[pair] = counts.get(pair, 0) + 1
     # A dict remembers the order pairs were first seen, and max keeps the first of equal counts.
     return max(counts, key=counts.get)

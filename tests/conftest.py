@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import Llama, TINY_MODEL_DIR, expected_shapes, load_model, params_from_dict
+from helpers import TINY_MODEL_DIR, Llama, expected_shapes, load_model, params_from_dict
 from helpers.params import params_to_dict
 
 CLASSIC_PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
@@ -92,7 +92,8 @@ def small_vocab(tmp_path):
     params = random_params(vocab_size=512)
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / "tokenizer.model").write_text("".join(f"{base64.b64encode(bytes([i])).decode()} {i}\n" for i in range(256)))
+    ranks = "".join(f"{base64.b64encode(bytes([i])).decode()} {i}\n" for i in range(256))
+    (folder / "tokenizer.model").write_text(ranks)
     return folder, params, random_weights(params)
 
 

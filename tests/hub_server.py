@@ -95,7 +95,8 @@ class HubServer:
             return 401, None, "Invalid credentials in Authorization header"
         if not self.licence_accepted:
             return 403, "GatedRepo", (f"Access to model {self.repo_id} is restricted and you are not in the "
-                                      f"authorized list. Visit https://huggingface.co/{self.repo_id} to ask for access.")
+                                      f"authorized list. Visit https://huggingface.co/{self.repo_id} to ask for "
+                                      "access.")
         return None
 
     def size(self, path):

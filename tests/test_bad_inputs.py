@@ -10,12 +10,14 @@ import json
 import re
 
 import pytest
-from conftest import random_model, random_params, random_weights, write_model
 
 from helpers import KVCache, LlamaError, Tokenizer, forward, generate, load_model, load_weights
 from helpers.generate import check_generation
 
-LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\noid sha256:82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55\nsize 2183982\n"
+from conftest import random_model, random_params, random_weights, write_model
+
+LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\n"
+               b"oid sha256:82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55\nsize 2183982\n")
 OTHER_FORMATS = {
     # Hugging Face's tokenizer.json, saved under the name of Meta's file.
     "tokenizer.json": (json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {"!": 0}}}).encode(),

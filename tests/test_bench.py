@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import load_script
 
 import helpers.compute
-from helpers import REPO_ROOT, SHAPES, expected_shapes, forward, linear, load_model, params_from_dict
+from helpers import SHAPES, expected_shapes, forward, linear, load_model, params_from_dict
 from helpers.params import DEFAULT_SHAPE, LLAMA3_8B_PARAMS, checkpoint_bytes
 
+from conftest import load_script
 
 writer = load_script("scripts/write_synthetic_checkpoint.py")
 bench = load_script("bench/fit.py")

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from conftest import load_script
 from helpers import attention, check
+
+from conftest import load_script
 
 # Each check, and the solution it must accept: (file in solutions/, the stub's name in the notebook).
 SOLUTIONS = {

@@ -6,10 +6,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CLASSIC_PROMPT, random_weights, write_model
 
 import helpers.__main__
 from helpers import REPO_ROOT, Tokenizer, chat_tokens
+
+from conftest import CLASSIC_PROMPT, random_weights, write_model
 
 
 def demo(*args, **env):

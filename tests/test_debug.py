@@ -9,13 +9,22 @@ import itertools
 
 import pytest
 import torch
-from conftest import CLASSIC_IDS
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 import helpers.transformer
-from helpers import apply_rope, apply_rope_half_split, assert_close, compare_forward, forward, forward_with
+from helpers import (
+    KVCache,
+    apply_rope,
+    apply_rope_half_split,
+    assert_close,
+    compare_forward,
+    forward,
+    forward_with,
+    transformer_block,
+)
 from helpers import attention as course_attention
-from helpers import KVCache, transformer_block
+
+from conftest import CLASSIC_IDS
 
 
 def rope_adjacent(x, angles):
@@ -60,7 +69,9 @@ def learner_norm(x, weight, eps):
     return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() * weight.float()
 
 
-def learner_block(attention=learner_attention(), feed_forward=learner_feed_forward, adds_to_normalised=""):
+def learner_block(attention=None, feed_forward=learner_feed_forward, adds_to_normalised=""):
+    attention = attention or learner_attention()
+
     def block(x, layer, p, freqs):
         xn = learner_norm(x, layer["attention_norm"], p.norm_eps)
         a = attention(xn, layer["wq"], layer["wk"], layer["wv"], layer["wo"], p.n_heads, p.n_kv_heads, freqs)

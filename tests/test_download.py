@@ -15,13 +15,14 @@ import time
 import huggingface_hub
 import huggingface_hub.constants
 import pytest
-from hub_server import HubServer
 
 import helpers.download
 from helpers import REPO_ROOT, TINY_MODEL_DIR, LlamaError, check_disk_space, download_llama3, load_model
 from helpers.download import hf_token, sha256_of, where_am_i
 from helpers.model import is_model_dir
 from helpers.tokenizer import meta_tokenizer_file
+
+from hub_server import HubServer
 
 TOKEN = "hf_" + "QwErTyUiOpAsDfGhJkLzXcVbNmQwErTyUi"  # a fake one, shaped like the real thing
 CHECKPOINT = "original/consolidated.00.pth"
@@ -129,7 +130,7 @@ def test_a_token_from_the_environment_is_used(hub, tmp_path, monkeypatch):
 def test_no_network(tmp_path, no_saved_token):
     with socket.socket() as s:  # a port that nothing listens on
         s.bind(("127.0.0.1", 0))
-        endpoint = "http://127.0.0.1:%d" % s.getsockname()[1]
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
     with pytest.raises(LlamaError, match="Could not download params.json from http://127.0.0.1.*internet connection"):
         download_llama3(tmp_path, endpoint=endpoint)
 

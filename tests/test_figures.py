@@ -8,9 +8,17 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from helpers import Tokenizer, chat_tokens, params_from_dict  # noqa: E402
+from helpers.figures import (  # noqa: E402
+    CHAT_COLOURS,
+    HIGHLIGHT,
+    draw_attention_shapes,
+    draw_chat_layout,
+    draw_gqa,
+    draw_kv_cache,
+    draw_llama,
+    draw_top_k_top_p,
+)
 from helpers.params import LLAMA3_8B_PARAMS as LLAMA3_8B  # noqa: E402
-from helpers.figures import (CHAT_COLOURS, HIGHLIGHT, draw_attention_shapes, draw_chat_layout, draw_gqa,  # noqa: E402
-                             draw_kv_cache, draw_llama, draw_top_k_top_p)
 
 SMALL = dict(dim=48, n_layers=3, n_heads=6, n_kv_heads=2, vocab_size=1000, multiple_of=16, norm_eps=1e-5,
              rope_theta=10000.0)
@@ -164,7 +172,7 @@ def test_chat_layout_colours_each_kind_and_shows_every_label_whole():
     assert [kind == "special token" for kind in kinds[:-1]] == [i in special for i in ids]
     assert kinds[2] == "role" and kinds[4] == "blank line closing a header" and kinds[5] == "message text"
     assert kinds[-5:] == ["special token", "role", "special token", "blank line closing a header", "reply"]
-    for cell, kind in zip(cells, kinds):
+    for cell, kind in zip(cells, kinds, strict=True):
         assert matplotlib.colors.same_color(cell.get_facecolor(), CHAT_COLOURS.get(kind, "white"))
     assert len(set(CHAT_COLOURS.values())) == len(CHAT_COLOURS)
     labels = [text for text in ax.texts if text.get_gid() == "label"]
@@ -172,7 +180,7 @@ def test_chat_layout_colours_each_kind_and_shows_every_label_whole():
     assert labels[-1].get_text() == "the model writes from here"
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    for cell, label in zip(cells, labels):  # every label whole, inside its own cell
+    for cell, label in zip(cells, labels, strict=True):  # every label whole, inside its own cell
         outer, inner = cell.get_window_extent(renderer), label.get_window_extent(renderer)
         assert outer.x0 <= inner.x0 and inner.x1 <= outer.x1 and outer.y0 <= inner.y0 and inner.y1 <= outer.y1
     assert fig.bbox.contains(*cells[-1].get_window_extent(renderer).max)

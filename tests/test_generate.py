@@ -4,12 +4,22 @@ import importlib
 
 import pytest
 import torch
-from conftest import CLASSIC_IDS, random_model, random_params
-from reference import hf_model
 from test_cli import assert_clear_error, demo, run_main
 
-from helpers import (KVCache, LlamaError, TextStream, chat_tokens, forward, generate, sample_next, top_k_filter,
-                     top_p_filter)
+from helpers import (
+    KVCache,
+    LlamaError,
+    TextStream,
+    chat_tokens,
+    forward,
+    generate,
+    sample_next,
+    top_k_filter,
+    top_p_filter,
+)
+
+from conftest import CLASSIC_IDS, random_model, random_params
+from reference import hf_model
 
 # The module, not the function of the same name that helpers exports.
 generate_module = importlib.import_module("helpers.generate")

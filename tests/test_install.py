@@ -7,18 +7,18 @@ environment has them). A notebook copied out of the repository then runs on it w
 PYTHONPATH. (tests/test_kaggle.py runs every notebook from the same package, attached as a Kaggle Dataset.)
 """
 
-import shutil
+import json
 import subprocess
 import sys
 from importlib.metadata import PathDistribution
-from pathlib import Path
 
 import pytest
-from conftest import load_script
-from test_environment import parse, pip_packages
 
 import helpers.model
 from helpers import REPO_ROOT, TINY_MODEL_DIR
+
+from conftest import load_script
+from test_environment import parse, pip_packages
 
 runner = load_script("scripts/run_notebooks.py")
 packaging = load_script("scripts/package_course.py")

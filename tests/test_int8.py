@@ -1,15 +1,33 @@
-"""Int8 weights (helpers/int8.py, helpers/int8_file.py): rounding bounds, both paths of `linear`, saving and loading, and agreement with bf16."""
+"""Int8 weights (helpers/int8.py, helpers/int8_file.py): rounding bounds, both paths of `linear`, saving and loading,
+and agreement with bf16."""
 
 import dataclasses
 import struct
 
 import pytest
 import torch
-from conftest import random_model, random_params
 
-from helpers import (REPO_ROOT, TINY_MODEL_DIR, Int8Weight, LlamaError, assert_close, compute, dequantize, forward,
-                     kernels, linear, linear_each, load_int8, quantize_int8, quantize_model, save_int8, weight_bytes)
+from helpers import (
+    REPO_ROOT,
+    TINY_MODEL_DIR,
+    Int8Weight,
+    LlamaError,
+    assert_close,
+    compute,
+    dequantize,
+    forward,
+    kernels,
+    linear,
+    linear_each,
+    load_int8,
+    quantize_int8,
+    quantize_model,
+    save_int8,
+    weight_bytes,
+)
 from helpers.int8 import join, whole_of
+
+from conftest import random_model, random_params
 
 
 def a_matrix(rows=96, width=256, seed=0):
@@ -84,7 +102,7 @@ def test_quantize_model_joins_the_matrices_that_multiply_the_same_row(tiny):
         whole = whole_of(parts)
         assert whole is not None and whole.shape == (sum(w.shape[0] for w in parts), tiny.params.dim)
         start = 0
-        for name, w in zip(names, parts):
+        for name, w in zip(names, parts, strict=True):
             alone = quantize_int8(layer[name])  # each part's numbers and scales are its own
             assert torch.equal(w.values, alone.values) and torch.equal(w.scales, alone.scales)
             assert w.values.data_ptr() == whole.values.data_ptr() + start * whole.values.stride(0)
@@ -111,7 +129,7 @@ def test_linear_each_makes_one_product_of_joined_matrices(fresh_fused, monkeypat
     products.clear()
     joined = linear_each(x, *join(parts))
     assert products == [(128, 256)]
-    for got, expected, w in zip(joined, separate, parts):
+    for got, expected, w in zip(joined, separate, parts, strict=True):
         assert got.shape == (len(x), w.shape[0])
         assert_close(got, expected)
         assert_close(got, x @ dequantize(w).T)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import load_script, random_params, random_weights, write_model
 
 import helpers.model
 from helpers import REPO_ROOT, find_model
+
+from conftest import load_script, random_params, random_weights, write_model
 
 packaging = load_script("scripts/package_course.py")
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
@@ -141,8 +142,9 @@ def test_every_notebook_runs_from_the_dataset_with_the_committed_outputs(dataset
     """Kaggle's type-prefixed layout: all ten notebooks under nbval, against their committed outputs."""
     inputs = attach(dataset, tmp_path / "input", "type-prefixed")
     notebooks = alone(NOTEBOOKS, tmp_path / "working")
-    assert subprocess.run([learner_python, "-c", "import importlib.util; assert not importlib.util.find_spec('helpers')"],
-                          cwd=notebooks[0].parent, env=learner_env(inputs)).returncode == 0, "the course is installed"
+    no_course = "import importlib.util; assert not importlib.util.find_spec('helpers')"
+    assert subprocess.run([learner_python, "-c", no_course], cwd=notebooks[0].parent,
+                          env=learner_env(inputs)).returncode == 0, "the course is installed in the learner's Python"
     (tmp_path / "sanitize.cfg").write_text(SANITIZE)
     result = subprocess.run([learner_python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval",
                              "--nbval-sanitize-with", tmp_path / "sanitize.cfg", *notebooks],

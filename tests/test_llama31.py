@@ -10,12 +10,23 @@ import math
 
 import pytest
 import torch
-from conftest import random_model, random_params, random_raw_params, random_weights, write_model
-from reference import hf_cache, hf_logits, hf_model, record_diff
 from test_cli import assert_clear_error, run_main
 
-from helpers import (FLOAT32_TOLERANCE, TINY_MODEL_DIR, KVCache, LlamaError, Tokenizer, assert_close, chat_tokens,
-                     forward, load_model, params_from_dict)
+from helpers import (
+    FLOAT32_TOLERANCE,
+    TINY_MODEL_DIR,
+    KVCache,
+    LlamaError,
+    Tokenizer,
+    assert_close,
+    chat_tokens,
+    forward,
+    load_model,
+    params_from_dict,
+)
+
+from conftest import random_model, random_params, random_raw_params, random_weights, write_model
+from reference import hf_cache, hf_logits, hf_model, record_diff
 
 # A position past Llama 3's 8,192-token context, where RoPE's scale factor decides the angles.
 FAR = 20_000

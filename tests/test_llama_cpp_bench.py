@@ -7,9 +7,10 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from conftest import load_script
 
 from helpers import SHAPES, expected_shapes, params_from_dict
+
+from conftest import load_script
 
 bench = load_script("bench/llama_cpp.py")
 

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 import torch
-from conftest import random_params, random_weights, write_model
 
 import helpers.model
-from helpers import REPO_ROOT, LlamaError, TINY_MODEL_DIR, find_model, load_model, load_params, load_weights
+from helpers import REPO_ROOT, TINY_MODEL_DIR, LlamaError, find_model, load_model, load_params, load_weights
+
+from conftest import random_params, random_weights, write_model
 
 
 @pytest.fixture

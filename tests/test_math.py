@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
-from conftest import random_model, random_params
 
 import helpers.compute
-from helpers import (apply_rope, attention, attention_head, causal_mask, linear, params_from_dict,
-                     rope_frequencies)
+from helpers import apply_rope, attention, attention_head, causal_mask, linear, params_from_dict, rope_frequencies
+
+from conftest import random_model, random_params
 
 
 @pytest.mark.parametrize("n_kv_heads", [8, 2, 1])

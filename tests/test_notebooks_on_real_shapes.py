@@ -29,9 +29,10 @@ import re
 from dataclasses import dataclass
 
 import pytest
-from conftest import load_script
 
 from helpers import REPO_ROOT, SHAPES, params_from_dict
+
+from conftest import load_script
 
 runner = load_script("scripts/run_notebooks.py")
 writer = load_script("scripts/write_synthetic_checkpoint.py")

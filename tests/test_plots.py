@@ -7,8 +7,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from helpers.figures import (draw_attention_heads, draw_logit_lens, draw_rope, draw_score_by_distance,  # noqa: E402
-                             draw_silu, draw_top_tokens)
+from helpers.figures import (  # noqa: E402
+    draw_attention_heads,
+    draw_logit_lens,
+    draw_rope,
+    draw_score_by_distance,
+    draw_silu,
+    draw_top_tokens,
+)
 
 LABELS = ["'<|begin_of_text|>'", "'the'", "' answer'", "' '"]
 

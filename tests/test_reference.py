@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from conftest import CLASSIC_IDS, random_model, random_params
-from reference import hf_logits, hf_model, record_diff
 
 from helpers import forward
+
+from conftest import CLASSIC_IDS, random_model, random_params
+from reference import hf_logits, hf_model, record_diff
 
 TOLERANCE = 1e-4
 

@@ -5,13 +5,13 @@ import json
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_model
 
 from helpers import REPO_ROOT, LlamaError, load_model
+
+from conftest import write_model
 
 # --- a checkpoint whose pickle would run code ------------------------------------------------------------
 

@@ -6,9 +6,10 @@ import sys
 
 import pytest
 import torch
-from conftest import CLASSIC_IDS
 
 from helpers import REPO_ROOT, TINY_MODEL_DIR, forward, next_token_probs
+
+from conftest import CLASSIC_IDS
 
 
 def test_checkpoint_is_meta_format_and_small():

@@ -1,10 +1,11 @@
 """Our tiktoken set-up against Meta's own Tokenizer from the llama-models package."""
 
 import pytest
-from conftest import CLASSIC_IDS, CLASSIC_PROMPT
 from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
 
 from helpers import SPECIAL_TOKENS, LlamaError, Tokenizer
+
+from conftest import CLASSIC_IDS, CLASSIC_PROMPT
 
 TEXTS = {
     "classic": CLASSIC_PROMPT,

@@ -14,8 +14,13 @@ An exception inside the learner's function is reported in one line; a check neve
 model's tensors are in `harness`; each notebook's checks in their own module, named after its topic.
 """
 
-from .attention import (ATTENTION_WEIGHTS_MISTAKES, GROUPED_ATTENTION_MISTAKES, attention_weights, grouped_attention,
-                        grouped_attention_reference)
+from .attention import (
+                        ATTENTION_WEIGHTS_MISTAKES,
+                        GROUPED_ATTENTION_MISTAKES,
+                        attention_weights,
+                        grouped_attention,
+                        grouped_attention_reference,
+)
 from .embeddings_rmsnorm import EMBEDDINGS_MISTAKES, RMS_NORM_MISTAKES, embeddings, rms_norm
 from .full_model import FORWARD_MISTAKES, TRANSFORMER_BLOCK_MISTAKES, forward, transformer_block
 from .generate import KV_CACHE_MISTAKES, TOP_P_MISTAKES, kv_cache, top_p
@@ -43,3 +48,46 @@ MISTAKES = {
     "quantize_rows": QUANTIZE_ROWS_MISTAKES,
     "dequantize_groups": DEQUANTIZE_MISTAKES,
 }
+
+__all__ = [
+    "ATTENTION_WEIGHTS_MISTAKES",
+    "DEQUANTIZE_MISTAKES",
+    "EMBEDDINGS_MISTAKES",
+    "FEED_FORWARD_MISTAKES",
+    "FORWARD_MISTAKES",
+    "GROUPED_ATTENTION_MISTAKES",
+    "HEAD_QUERIES_MISTAKES",
+    "HIDDEN_DIM_MISTAKES",
+    "KV_CACHE_MISTAKES",
+    "MERGE_MISTAKES",
+    "MISTAKES",
+    "MOST_FREQUENT_PAIR_MISTAKES",
+    "PROMPT",
+    "QUANTIZE_ROWS_MISTAKES",
+    "RMS_NORM_MISTAKES",
+    "ROPE_MISTAKES",
+    "TOP_P_MISTAKES",
+    "TRANSFORMER_BLOCK_MISTAKES",
+    "attention_weights",
+    "dequantize_groups",
+    "embeddings",
+    "feed_forward",
+    "forward",
+    "grouped_attention",
+    "grouped_attention_reference",
+    "head_queries",
+    "hidden_dim",
+    "kv_cache",
+    "layer_inputs",
+    "merge",
+    "most_frequent_pair",
+    "normalised",
+    "prompt_freqs",
+    "quantize_rows",
+    "queries_keys_values",
+    "rms_norm",
+    "rope",
+    "tiny_model",
+    "top_p",
+    "transformer_block",
+]

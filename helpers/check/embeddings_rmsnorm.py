@@ -3,7 +3,6 @@
 from .. import transformer
 from .harness import prompt_embeddings, prompt_tokens, report, tiny_model
 
-
 EMBEDDINGS_MISTAKES = {
     "the rows are still bfloat16: convert them to float32": lambda table, tokens: table[tokens],
     "it takes the rows of the positions 0, 1, 2, ..., not of the token ids":

@@ -15,7 +15,6 @@ from ..compute import FLOAT32_TOLERANCE, assert_close, linear
 from ..model import TINY_MODEL_DIR, load_model
 from ..rope import apply_rope, rope_frequencies
 
-
 PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
 
 
@@ -64,7 +63,7 @@ def same(got, expected):
             return got.keys() == expected.keys() and all(same(got[key], expected[key]) for key in expected)
         if isinstance(expected, (list, tuple)):
             return (isinstance(got, (list, tuple)) and len(got) == len(expected)
-                    and all(same(g, e) for g, e in zip(got, expected)))
+                    and all(same(g, e) for g, e in zip(got, expected, strict=True)))
         return bool(got == expected)
     except Exception:  # AssertionError from assert_close, or an output that cannot be compared at all
         return False
@@ -88,7 +87,7 @@ def difference(got, expected):
             return f"expected a {type(expected).__name__}, got {type(got).__name__}"
         if len(got) != len(expected):
             return f"wrong length: expected {len(expected)} items, got {len(got)}"
-        i = next(i for i, (g, e) in enumerate(zip(got, expected)) if not same(g, e))
+        i = next(i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if not same(g, e))
         return f"at index {i}, {difference(got[i], expected[i])}"
     return f"expected {expected!r}, got {got!r}"
 

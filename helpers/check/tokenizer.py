@@ -4,7 +4,6 @@ from collections import Counter
 
 from .harness import PROMPT, report
 
-
 PROMPT_BYTES = list(PROMPT.encode("utf-8"))
 TH, THE = (ord("t"), ord("h")), (256, ord("e"))  # the prompt's first merges: "th" -> 256, then "th" "e" -> 257
 
@@ -20,16 +19,16 @@ AFTER_TH = merge_reference(PROMPT_BYTES, TH, 256)
 
 def most_frequent_pair_reference(ids):
     """Counter keeps pairs in the order first seen, and most_common keeps that order among equal counts."""
-    return Counter(zip(ids, ids[1:])).most_common(1)[0][0]
+    return Counter(zip(ids, ids[1:], strict=False)).most_common(1)[0][0]
 
 
 def _pair_seen_last(ids):
-    counts = Counter(zip(ids, ids[1:]))
+    counts = Counter(zip(ids, ids[1:], strict=False))
     return max(reversed(counts), key=counts.get)
 
 
 def _least_frequent_pair(ids):
-    counts = Counter(zip(ids, ids[1:]))
+    counts = Counter(zip(ids, ids[1:], strict=False))
     return min(counts, key=counts.get)
 
 
