@@ -60,20 +60,25 @@ def attention_weights(my_attention_weights):
     report(my_attention_weights, cases, head_weights, ATTENTION_WEIGHTS_MISTAKES, nan=NAN_IN_SOFTMAX)
 
 
-def heads_reading(kv_head_of):
-    """Grouped-query attention where query head h reads key/value head kv_head_of(h, n_heads, n_kv_heads)."""
+def heads_reading(kv_head_of, weights=head_weights):
+    """Grouped-query attention where query head h reads key/value head kv_head_of(h, n_heads, n_kv_heads), with
+    each head's attention weights from `weights(q, k)`."""
     def heads(q, k, v):
         n_heads, n_kv_heads = q.shape[1], k.shape[1]
         out = []
         for h in range(n_heads):
             j = kv_head_of(h, n_heads, n_kv_heads)
-            out.append(head_weights(q[:, h], k[:, j]) @ v[:, j])
+            out.append(weights(q[:, h], k[:, j]) @ v[:, j])
         return torch.stack(out, dim=1)
     return heads
 
 
-# Query head h reads key/value head h // n_rep: each key/value head serves n_rep consecutive query heads.
-grouped_attention_reference = heads_reading(lambda h, n_heads, n_kv_heads: h // (n_heads // n_kv_heads))
+def reads_in_groups(h, n_heads, n_kv_heads):
+    """Query head h reads key/value head h // n_rep: each key/value head serves n_rep consecutive query heads."""
+    return h // (n_heads // n_kv_heads)
+
+
+grouped_attention_reference = heads_reading(reads_in_groups)
 
 GROUPED_ATTENTION_MISTAKES = {
     "query head h reads key/value head h % n_kv_heads, the order k.repeat(...) gives; it is h // n_rep, the "
