@@ -7,21 +7,24 @@ n_kv_heads, freqs)`, `feed_forward(x, w1, w2, w3)`, or a whole `transformer_bloc
 freqs)` instead of those two. Both passes run step by step: the embedding, each layer's attention
 output and feed-forward output (of a whole block, only its output), the final norm, the logits. The
 first step where the two part is reported with the size of the difference and, when one of the known
-mistakes below gives the same value there, the likely cause. Two values agree, as in
+mistakes gives the same value there, the likely cause. The known mistakes are the checks' (helpers/check/)
+wherever their functions are a step of the piece compared, made inside the course's pass: the queries,
+RoPE, the attention weights, grouped-query attention, the feed-forward, the norms, the block. Two values agree, as in
 `helpers.assert_close`, when every element is within FLOAT32_TOLERANCE of the largest magnitude in
 the course's value.
 """
 
-import math
 import sys
 from dataclasses import dataclass
 from unittest import mock
 
 import torch
 
+from . import check
 from .attention import attention
+from .check import attention as check_attention
 from .compute import linear
-from .rope import apply_rope_half_split, model_frequencies
+from .rope import apply_rope, apply_rope_half_split, model_frequencies
 from .tolerance import FLOAT32_TOLERANCE
 from .transformer import check_tokens, feed_forward, rms_norm, transformer_block
 
@@ -75,10 +78,32 @@ def with_parts(function, **parts):
     return swapped
 
 
-def unscaled_attention(x, wq, wk, wv, wo, n_heads, n_kv_heads, freqs, cache=None):
-    """Attention with scores q·k not divided by sqrt(head_dim): queries sqrt(head_dim) times larger."""
-    head_dim = wq.shape[0] // n_heads
-    return attention(x, wq.float() * math.sqrt(head_dim), wk, wv, wo, n_heads, n_kv_heads, freqs, cache)
+def attention_with(params, rope=None, weights=None, heads=None, head_queries=None):
+    """helpers.attention with one step done by a check's known mistake: `head_queries(x, wq, n_heads, h)` for each
+    head's queries, `rope(x, rope_theta)` for each head of q and k, `weights(q, k)` for each head's attention
+    weights, or `heads(q, k, v)` for all heads at once (helpers/check/attention.py, qkv_rope.py)."""
+    def attend(x, wq, wk, wv, wo, n_heads, n_kv_heads, freqs, cache=None):
+        seq, head_dim = len(x), wq.shape[0] // n_heads
+        if head_queries is None:
+            q = linear(x, wq).view(seq, n_heads, head_dim)
+        else:
+            q = torch.stack([head_queries(x, wq.float(), n_heads, h) for h in range(n_heads)], dim=1)
+        k, v = (linear(x, w).view(seq, n_kv_heads, head_dim) for w in (wk, wv))
+        if rope is None:
+            q, k = apply_rope(q, freqs), apply_rope(k, freqs)
+        else:
+            q, k = (torch.stack([rope(t[:, h], params.rope_theta) for h in range(t.shape[1])], dim=1) for t in (q, k))
+        if cache is not None:
+            k, v = cache.update(k, v)
+        everyone = heads or check_attention.heads_reading(check_attention.reads_in_groups,
+                                                          weights or check_attention.head_weights)
+        return linear(everyone(q, k, v).reshape(seq, n_heads * head_dim), wo)
+    return attend
+
+
+def in_float32(feed_forward_mistake):
+    """A check's feed-forward mistake, which multiplies float32 weights, given a checkpoint's weights."""
+    return lambda x, w1, w2, w3: feed_forward_mistake(x, *(w.float() for w in (w1, w2, w3)))
 
 
 def residual_on_normalised(sublayer):
@@ -92,24 +117,42 @@ def residual_on_normalised(sublayer):
     return block
 
 
-# Each known mistake: what it is, and the piece that makes it.
-PIECE_MISTAKES = [
+# The debugger's own wording of two mistakes, which it names before the checks' own.
+OWN_PIECE_MISTAKES = [
     ("RoPE pairs x_i with x_(i + head_dim/2), Hugging Face's layout, but Meta's wq/wk rows pair neighbours "
      "(x0, x1), (x2, x3), ...: rotate adjacent pairs, or permute the rows (notebook 03b)",
      {"attention": with_parts(attention, apply_rope=apply_rope_half_split)}),
-    ("no causal mask: each position also sees the positions after it",
-     {"attention": with_parts(attention, causal_mask=lambda n_queries, n_keys: torch.zeros(n_queries, n_keys))}),
-    ("the scores q·k are not divided by sqrt(head_dim)", {"attention": unscaled_attention}),
     ("w1 and w3 swapped: silu belongs on w1 x (the gate), not on w3 x (the up projection)",
      {"feed_forward": lambda x, w1, w2, w3: feed_forward(x, w3, w2, w1)}),
 ]
-# The same mistakes inside a whole block (the names "attention" and "feed_forward" that transformer_block
-# calls are swapped), and two that only a whole block can make.
-BLOCK_MISTAKES = [(cause, {"transformer_block": with_parts(transformer_block, **piece)})
-                  for cause, piece in PIECE_MISTAKES] + [
-    (f"the {sublayer}'s output is added to the normalised stream it read, not to the stream itself",
-     {"transformer_block": residual_on_normalised(sublayer)}) for sublayer in ("attention", "feed-forward")
-]
+
+
+def piece_mistakes(params):
+    """(cause, pieces) for each known mistake of one piece: the debugger's own, then the checks' mistakes whose
+    functions are a step of attention or the feed-forward, each made inside the course's attention or
+    feed-forward."""
+    steps = {"head_queries": "head_queries", "rope": "rope", "attention_weights": "weights",
+             "grouped_attention": "heads"}
+    found = OWN_PIECE_MISTAKES + [
+        (f"{cause} (a mistake check.{name} knows)", {"attention": attention_with(params, **{step: mistake})})
+        for name, step in steps.items() for cause, mistake in check.MISTAKES[name].items()]
+    return found + [(f"{cause} (a mistake check.feed_forward knows)", {"feed_forward": in_float32(mistake)})
+                    for cause, mistake in check.MISTAKES["feed_forward"].items()]
+
+
+def block_mistakes(params):
+    """(cause, pieces) for each known mistake of a whole block: those of its pieces and of its norms, made inside
+    the course's transformer_block, check.transformer_block's, and two that only a whole block can make."""
+    inside = [(cause, {"transformer_block": with_parts(transformer_block, **piece)})
+              for cause, piece in piece_mistakes(params)]
+    norms = [(f"{cause} (a mistake check.rms_norm knows, in the block's norms)",
+              {"transformer_block": with_parts(transformer_block, rms_norm=mistake)})
+             for cause, mistake in check.MISTAKES["rms_norm"].items()]
+    blocks = [(f"{cause} (a mistake check.transformer_block knows)", {"transformer_block": mistake})
+              for cause, mistake in check.MISTAKES["transformer_block"].items()]
+    return inside + norms + blocks + [
+        (f"the {sublayer}'s output is added to the normalised stream it read, not to the stream itself",
+         {"transformer_block": residual_on_normalised(sublayer)}) for sublayer in ("attention", "feed-forward")]
 
 
 @dataclass
@@ -142,12 +185,20 @@ def difference(yours, expected):
 
 
 def agrees(yours, expected):
-    return difference(yours, expected)[1] <= FLOAT32_TOLERANCE  # False for a nan
+    return yours.shape == expected.shape and difference(yours, expected)[1] <= FLOAT32_TOLERANCE  # False for a nan
 
 
 def value_at(step, model, tokens, yours):
     """The value of `forward_steps` at `step`, running the pass only as far as that step."""
     return next(value for name, value in forward_steps(model, tokens, **yours) if name == step)
+
+
+def gives(mine, step, model, tokens, pieces):
+    """True when the known mistake `pieces` gives your value at `step`; False if it cannot run on this model."""
+    try:
+        return agrees(mine, value_at(step, model, tokens, pieces))
+    except Exception:  # a mistake written for shapes this model does not have
+        return False
 
 
 @torch.inference_mode()
@@ -161,8 +212,7 @@ def compare_forward(model, tokens, **yours):
         if mine.shape != expected.shape:
             return Comparison(n, step, shapes=(tuple(mine.shape), tuple(expected.shape)))
         if not agrees(mine, expected):
-            mistakes = BLOCK_MISTAKES if whole_block else PIECE_MISTAKES
-            cause = next((cause for cause, piece in mistakes if agrees(mine, value_at(step, model, tokens, piece))),
-                         None)
+            mistakes = (block_mistakes if whole_block else piece_mistakes)(model.params)
+            cause = next((cause for cause, pieces in mistakes if gives(mine, step, model, tokens, pieces)), None)
             return Comparison(n, step, *difference(mine, expected), cause)
     return Comparison(n)

@@ -1,15 +1,17 @@
 """Checks for the exercises at the end of notebooks 01 to 08: `check.rms_norm(my_rms_norm)`, and so on.
 
 Each check runs the learner's function (or class) on the embedded tiny model's real tensors
-(the classic prompt, layer 0's weights) and prints one line:
+(the classic prompt, layer 0's weights) and on those of small random models whose sizes all differ
+(`harness.RANDOM_MODELS`), and prints one line:
 
 - "not done yet": the function returns None (its body is still `...`) or raises NotImplementedError;
-- "correct": it gives what helpers gives, within `assert_close`'s tolerance (notebook 02);
+- "correct": it gives what helpers gives on every case, within `assert_close`'s tolerance (notebook 02);
 - "wrong: <a mistake>": it gives what a known mistake gives. Each check's mistakes are written out,
   in its notebook's module, as small wrong functions, and run: a diagnosis is an output compared, not a guess;
-- otherwise what is off: a shape, a dtype, or how far and where.
+- otherwise what is off: a shape, a dtype, a NaN and where it comes from, or how far and where.
 
-An exception inside the learner's function is reported in one line; a check never raises for it.
+An exception inside the learner's function is reported in one line, with the case that raised it; a check
+never raises for it.
 `MISTAKES` lists every check's mistakes, by the diagnosis each one prints. The verdict and the tiny
 model's tensors are in `harness`; each notebook's checks in their own module, named after its topic.
 """
@@ -23,8 +25,8 @@ from .attention import (
 )
 from .embeddings_rmsnorm import EMBEDDINGS_MISTAKES, RMS_NORM_MISTAKES, embeddings, rms_norm
 from .full_model import FORWARD_MISTAKES, TRANSFORMER_BLOCK_MISTAKES, forward, transformer_block
-from .generate import KV_CACHE_MISTAKES, TOP_P_MISTAKES, kv_cache, top_p
-from .harness import PROMPT, layer_inputs, normalised, prompt_freqs, queries_keys_values, tiny_model
+from .generate import KV_CACHE_MISTAKES, SAMPLING_PROBS_MISTAKES, TOP_P_MISTAKES, kv_cache, sampling_probs, top_p
+from .harness import MODELS, PROMPT, freqs, layer_inputs, model, normalised, queries_keys_values, tiny_model
 from .int8 import DEQUANTIZE_MISTAKES, QUANTIZE_ROWS_MISTAKES, dequantize_groups, quantize_rows
 from .qkv_rope import HEAD_QUERIES_MISTAKES, ROPE_MISTAKES, head_queries, rope
 from .swiglu import FEED_FORWARD_MISTAKES, HIDDEN_DIM_MISTAKES, feed_forward, hidden_dim
@@ -44,6 +46,7 @@ MISTAKES = {
     "transformer_block": TRANSFORMER_BLOCK_MISTAKES,
     "forward": FORWARD_MISTAKES,
     "top_p": TOP_P_MISTAKES,
+    "sampling_probs": SAMPLING_PROBS_MISTAKES,
     "kv_cache": KV_CACHE_MISTAKES,
     "quantize_rows": QUANTIZE_ROWS_MISTAKES,
     "dequantize_groups": DEQUANTIZE_MISTAKES,
@@ -61,11 +64,13 @@ __all__ = [
     "KV_CACHE_MISTAKES",
     "MERGE_MISTAKES",
     "MISTAKES",
+    "MODELS",
     "MOST_FREQUENT_PAIR_MISTAKES",
     "PROMPT",
     "QUANTIZE_ROWS_MISTAKES",
     "RMS_NORM_MISTAKES",
     "ROPE_MISTAKES",
+    "SAMPLING_PROBS_MISTAKES",
     "TOP_P_MISTAKES",
     "TRANSFORMER_BLOCK_MISTAKES",
     "attention_weights",
@@ -73,6 +78,7 @@ __all__ = [
     "embeddings",
     "feed_forward",
     "forward",
+    "freqs",
     "grouped_attention",
     "grouped_attention_reference",
     "head_queries",
@@ -80,13 +86,14 @@ __all__ = [
     "kv_cache",
     "layer_inputs",
     "merge",
+    "model",
     "most_frequent_pair",
     "normalised",
-    "prompt_freqs",
     "quantize_rows",
     "queries_keys_values",
     "rms_norm",
     "rope",
+    "sampling_probs",
     "tiny_model",
     "top_p",
     "transformer_block",

@@ -1,7 +1,10 @@
 """Notebook 02's checks: the embeddings of the prompt's tokens, and RMSNorm."""
 
+import torch
+
 from .. import transformer
-from .harness import prompt_embeddings, prompt_tokens, report, tiny_model
+from .harness import TWO_MODELS, described, model, report, tokens
+from .harness import embeddings as model_embeddings
 
 EMBEDDINGS_MISTAKES = {
     "the rows are still bfloat16: convert them to float32": lambda table, tokens: table[tokens],
@@ -12,8 +15,9 @@ EMBEDDINGS_MISTAKES = {
 
 def embeddings(my_embeddings):
     """Exercise 02: the float32 embedding of each token id, read from the bfloat16 table by indexing."""
-    table, tokens = tiny_model().weights["tok_embeddings.weight"], prompt_tokens()
-    cases = {"the classic prompt": lambda fn: fn(table, tokens.clone())}
+    cases = {described(name): lambda fn, name=name: fn(model(name).weights["tok_embeddings.weight"],
+                                                       tokens(name).clone())
+             for name in TWO_MODELS}
     report(my_embeddings, cases, lambda table, tokens: table[tokens].float(), EMBEDDINGS_MISTAKES)
 
 
@@ -30,14 +34,21 @@ RMS_NORM_MISTAKES = {
         lambda x, weight, eps: x / (x.pow(2).sum(-1, keepdim=True) + eps).sqrt() * weight,
     "eps is written as 1e-5 instead of using the eps argument":
         lambda x, weight, eps: x / (x.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt() * weight,
+    "this is LayerNorm: it subtracts each row's mean first; RMSNorm divides x itself by its root mean square":
+        lambda x, weight, eps: torch.nn.functional.layer_norm(x, x.shape[-1:], weight.float(), eps=eps),
+    "x / x.norm(dim=-1) divides by the length, sqrt(sum(x**2)), which is sqrt(dim) times the RMS, and leaves "
+    "out eps: divide by sqrt(mean(x**2) + eps)":
+        lambda x, weight, eps: x / x.norm(dim=-1, keepdim=True) * weight,
 }
 
 
 def rms_norm(my_rms_norm):
     """Exercise 02: RMSNorm, x / sqrt(mean(x**2) + eps) * weight, for each row of x."""
-    x, weight, eps = prompt_embeddings(), tiny_model().layer(0)["attention_norm"].float(), tiny_model().params.norm_eps
-    cases = {
-        f"eps = {eps:g}": lambda fn: fn(x.clone(), weight.clone(), eps),
-        "eps = 0.001": lambda fn: fn(x.clone(), weight.clone(), 1e-3),
-    }
+    def run(name, eps=None):
+        weight, eps = model(name).layer(0)["attention_norm"].float(), eps or model(name).params.norm_eps
+        return lambda fn: fn(model_embeddings(name).clone(), weight.clone(), eps)
+
+    eps = model("tiny").params.norm_eps
+    cases = {f"the tiny model, eps = {eps:g}": run("tiny"), "the tiny model, eps = 0.001": run("tiny", 1e-3),
+             described(TWO_MODELS[1]): run(TWO_MODELS[1])}
     report(my_rms_norm, cases, transformer.rms_norm, RMS_NORM_MISTAKES)

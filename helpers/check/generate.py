@@ -1,13 +1,17 @@
-"""Notebook 07's checks: the top-p filter, and a preallocated KV cache's update."""
+"""Notebook 07's checks: the top-p filter, the distribution a token is sampled from (temperature first, then
+top-k, then top-p), and a preallocated KV cache's update."""
 
 import functools
 
 import torch
 
 from .. import transformer
-from ..generate import top_p_filter
+from ..generate import top_k_filter, top_p_filter
 from ..kv_cache import LayerCache
-from .harness import queries_keys_values, report, tiny_model
+from .harness import NAN_ANYWHERE, TWO_MODELS, described, model, queries_keys_values, report, tokens
+
+NAN_IN_LOGITS = ("softmax of a row whose logits are all -inf is NaN (e^-inf sums to 0, and 0/0 is NaN): "
+                 "a filter must keep at least the most likely token; " + NAN_ANYWHERE)
 
 
 def _keep(logits, keep):
@@ -28,6 +32,12 @@ def _top_p_sorted_ascending(logits, p):
     return _keep(logits, probs <= sorted_probs[n_kept - 1])
 
 
+def _top_p_mask_in_sorted_order(logits, p):
+    probs = torch.softmax(logits, dim=-1)
+    descending = probs.sort(descending=True).values
+    return _keep(logits, descending.cumsum(-1) - descending < p)  # a mask in sorted order, on unsorted logits
+
+
 def _top_p_unsorted(logits, p):
     probs = torch.softmax(logits, dim=-1)
     return _keep(logits, probs.cumsum(-1) - probs < p)
@@ -39,21 +49,57 @@ TOP_P_MISTAKES = {
     "the probabilities are sorted ascending, so it keeps the least likely tokens; sort descending":
         _top_p_sorted_ascending,
     "the probabilities are added up in vocabulary order; sort them, most likely first": _top_p_unsorted,
+    "the mask is built in sorted order (the k-th entry says whether the k-th most likely token is kept) but "
+    "applied to the logits in vocabulary order: keep each token at least as likely as the last one needed":
+        _top_p_mask_in_sorted_order,
 }
 
 
 @functools.cache
-def first_token_logits():
-    """The logits after <|begin_of_text|> alone, where the tiny model is unsure, flattened by temperature 2."""
+def first_token_logits(name="tiny"):
+    """The logits of a first token: after <|begin_of_text|> alone for the tiny model, where it is unsure; after
+    one random token for a random model."""
+    first = [model(name).tokenizer.bos_id] if name == "tiny" else tokens(name)[:1]
     with torch.inference_mode():
-        return transformer.forward(tiny_model(), [tiny_model().tokenizer.bos_id])[-1].clone() / 2
+        return transformer.forward(model(name), first)[-1].clone()
 
 
 def top_p(my_top_p):
     """Exercise 07: logits with -inf outside the fewest most likely tokens whose probabilities reach p."""
-    logits = first_token_logits()
-    cases = {f"p = {p}": lambda fn, p=p: fn(logits.clone(), p) for p in (0.5, 0.9)}
-    report(my_top_p, cases, top_p_filter, TOP_P_MISTAKES)
+    def run(name, p):  # the tiny model's logits flattened by temperature 2, where more tokens count
+        logits = first_token_logits(name) / (2 if name == "tiny" else 1)
+        return lambda fn: fn(logits.clone(), p)
+
+    cases = {f"{described(name)}, p = {p}": run(name, p) for name in TWO_MODELS for p in (0.5, 0.9)}
+    report(my_top_p, cases, top_p_filter, TOP_P_MISTAKES, nan=NAN_IN_LOGITS)
+
+
+def sampling_probs_reference(logits, temperature, top_k, top_p):
+    return torch.softmax(top_p_filter(top_k_filter(logits / temperature, top_k), top_p), dim=-1)
+
+
+SAMPLING_PROBS_MISTAKES = {
+    "the filters run before the temperature divides the logits: divide first, so that top-p measures the "
+    "distribution the token is drawn from":
+        lambda logits, t, k, p: torch.softmax(top_p_filter(top_k_filter(logits, k), p) / t, dim=-1),
+    "top-p runs before top-k: top-k first, then top-p measures the mass of the k tokens left":
+        lambda logits, t, k, p: torch.softmax(top_k_filter(top_p_filter(logits / t, p), k), dim=-1),
+    "the logits are multiplied by the temperature; divide them":
+        lambda logits, t, k, p: torch.softmax(top_p_filter(top_k_filter(logits * t, k), p), dim=-1),
+    "the temperature divides the probabilities after softmax; it divides the logits before it":
+        lambda logits, t, k, p: torch.softmax(top_p_filter(top_k_filter(logits, k), p), dim=-1) / t,
+    "the temperature is left out": lambda logits, t, k, p: sampling_probs_reference(logits, 1.0, k, p),
+}
+
+
+def sampling_probs(my_sampling_probs):
+    """Exercise 07: the probabilities sample_next draws from: logits / temperature, then top-k, then top-p,
+    then softmax."""
+    settings = {"tiny": [(2.0, 50, 0.5), (0.5, None, 0.9)], TWO_MODELS[1]: [(1.5, 20, 0.6)]}
+    cases = {f"{described(name)}, temperature {t}, top_k {k}, top_p {p}":
+             lambda fn, name=name, t=t, k=k, p=p: fn(first_token_logits(name).clone(), t, k, p)
+             for name, each in settings.items() for t, k, p in each}
+    report(my_sampling_probs, cases, sampling_probs_reference, SAMPLING_PROBS_MISTAKES, nan=NAN_IN_LOGITS)
 
 
 class _WritesFromZero(LayerCache):
@@ -76,6 +122,12 @@ class _ReturnsNewOnly(LayerCache):
         return k, v
 
 
+class _ReturnsValuesKeys(LayerCache):
+    def update(self, k, v):
+        keys, values = super().update(k, v)
+        return values, keys
+
+
 class _ReturnsWholeBuffer(LayerCache):
     def update(self, k, v):
         super().update(k, v)
@@ -87,6 +139,7 @@ KV_CACHE_MISTAKES = {
     "self.length is not advanced: add the number of new positions to it": _LengthNotAdvanced,
     "update returns only the new positions; return every position stored so far": _ReturnsNewOnly,
     "update returns the whole buffer, empty positions too; return the first self.length": _ReturnsWholeBuffer,
+    "update returns (values, keys); attention unpacks keys, values = cache.update(k, v)": _ReturnsValuesKeys,
 }
 
 
@@ -111,6 +164,9 @@ def fill_cache(cache_class, k, v):
 
 def kv_cache(my_layer_cache):
     """Exercise 07: a class like helpers.LayerCache whose update(k, v) stores the new positions after the others."""
-    _, k, v = queries_keys_values()
-    cases = {"layer 0's keys and values": lambda cls: fill_cache(cls, k, v)}
+    def run(name):
+        _, k, v = queries_keys_values(name=name)
+        return lambda cls: fill_cache(cls, k, v)
+
+    cases = {f"{described(name)}, layer 0's keys and values": run(name) for name in TWO_MODELS}
     report(my_layer_cache, cases, LayerCache, KV_CACHE_MISTAKES)

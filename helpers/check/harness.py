@@ -1,36 +1,62 @@
-"""What every check runs on and how it judges: the verdict a check prints, and the tiny model's tensors.
+"""What every check runs on and how it judges: the verdict a check prints, and the models' tensors.
 
 `report` runs the learner's function, helpers' reference and each known mistake on the same cases and
-prints one line (see helpers/check/__init__.py). The tensors (the classic prompt's tokens, embeddings,
-layer 0's queries, keys and values, each layer's input) are computed once, on the embedded tiny model.
+prints one line (see helpers/check/__init__.py). The cases come from three models (`MODELS`): the
+embedded tiny Llama 3 on the classic prompt, and two small random ones built here, seeded, whose sizes
+all differ from each other and from the tiny model's, so that a function which confuses two sizes (dim
+and head_dim, n_heads and head_dim) gives another result. Each tensor is computed once per model.
 """
 
 import functools
+from pathlib import Path
 
 import torch
 
 from .. import transformer
 from ..attention import attention
 from ..compute import FLOAT32_TOLERANCE, assert_close, linear
-from ..model import TINY_MODEL_DIR, load_model
-from ..rope import apply_rope, rope_frequencies
+from ..model import TINY_MODEL_DIR, Llama, load_model
+from ..params import expected_shapes, params_from_dict
+from ..rope import apply_rope, model_frequencies
 
 PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
+# The random models, by name: their params.json, whether the output layer is the embedding table, how many
+# random tokens they read, and how a check's message names them. The sizes all differ: head_dim 16 (not dim's
+# square root), 6 heads, 2 KV heads (3 queries per KV head), dim 96, hidden 320, vocab 300, 7 tokens. The
+# other has Llama 3.1's RoPE scaling, factor 32, and a tied output, and reads 200 tokens: enough for the slowed
+# long wavelengths to turn far enough to change the logits.
+RANDOM_MODELS = {
+    "dim 96": (dict(dim=96, n_layers=2, n_heads=6, n_kv_heads=2, vocab_size=300, multiple_of=32,
+                    ffn_dim_multiplier=1.2, norm_eps=1e-6, rope_theta=100000.0), False, 7,
+               "a random model of dim 96 (6 heads of 16, 2 KV heads)"),
+    "scaled RoPE": (dict(dim=80, n_layers=2, n_heads=5, n_kv_heads=1, vocab_size=200, multiple_of=16,
+                         norm_eps=1e-5, rope_theta=500000.0, use_scaled_rope=True, rope_scaling_factor=32.0),
+                    True, 200, "a random 2-layer model with scaled RoPE (factor 32) and a tied output"),
+}
+MODELS = ("tiny", *RANDOM_MODELS)
+# The models a check that takes one model's tensors runs on.
+TWO_MODELS = ("tiny", "dim 96")
+NAN_ANYWHERE = "a NaN comes from 0/0, inf - inf, 0 * inf or the square root of a negative number"
+NAN_IN_SOFTMAX = "a row with every key masked gives NaN in softmax: e^-inf is 0 for each key, and 0/0 is NaN"
 
 
 # ---- Running and comparing ------------------------------------------------------------------------------
 
-def verdict(learner, cases, reference, mistakes):
-    """The line a check prints. `cases` maps a label to a runner, which calls a function on that case's inputs."""
-    try:
-        got = {label: run(learner) for label, run in cases.items()}
-    except NotImplementedError:
-        return "not done yet"
-    except Exception as error:
-        message = str(error).strip().splitlines()
-        return f"your function raised {type(error).__name__}" + (f": {message[0]}" if message else "")
-    if holds_none(got):
-        return "not done yet"
+def verdict(learner, cases, reference, mistakes, nan=NAN_ANYWHERE):
+    """The line a check prints. `cases` maps a label to a runner, which calls a function on that case's inputs;
+    `nan` says where a NaN in the learner's output comes from."""
+    got = {}
+    for label, run in cases.items():
+        try:
+            got[label] = run(learner)
+        except NotImplementedError:
+            return "not done yet"
+        except Exception as error:
+            message = str(error).strip().splitlines()
+            return (f"your function raised {type(error).__name__} on the case {label!r}"
+                    + (f": {message[0]}" if message else ""))
+        if holds_none(got[label]):
+            return "not done yet"
     expected = {label: run(reference) for label, run in cases.items()}
     if same(got, expected):
         return "correct"
@@ -38,7 +64,7 @@ def verdict(learner, cases, reference, mistakes):
         if same(got, {label: run(mistake) for label, run in cases.items()}):
             return f"wrong: {diagnosis}"
     try:
-        return f"wrong: {difference(got, expected)}"
+        return f"wrong: {difference(got, expected, nan)}"
     except Exception as error:  # an output too odd to describe
         return f"wrong: the output differs from helpers' and cannot be compared ({type(error).__name__}: {error})"
 
@@ -69,11 +95,11 @@ def same(got, expected):
         return False
 
 
-def difference(got, expected):
-    """Where `got` first differs from `expected`, and how."""
+def difference(got, expected, nan=NAN_ANYWHERE):
+    """Where `got` first differs from `expected`, and how; `nan` explains a NaN."""
     if isinstance(expected, dict):
         key = next(key for key in expected if not same(got[key], expected[key]))
-        return f"{key}: {difference(got[key], expected[key])}"
+        return f"{key}: {difference(got[key], expected[key], nan)}"
     if isinstance(expected, torch.Tensor):
         if not isinstance(got, torch.Tensor):
             return f"expected a tensor, got {type(got).__name__}"
@@ -81,19 +107,25 @@ def difference(got, expected):
             return f"wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}"
         if got.dtype != expected.dtype:
             return f"wrong dtype: expected {expected.dtype}, got {got.dtype}"
-        return how_far(got, expected)
+        return how_far(got, expected, nan)
     if isinstance(expected, (list, tuple)):
         if not isinstance(got, (list, tuple)):
             return f"expected a {type(expected).__name__}, got {type(got).__name__}"
         if len(got) != len(expected):
             return f"wrong length: expected {len(expected)} items, got {len(got)}"
         i = next(i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if not same(g, e))
-        return f"at index {i}, {difference(got[i], expected[i])}"
+        return f"at index {i}, {difference(got[i], expected[i], nan)}"
     return f"expected {expected!r}, got {got!r}"
 
 
-def how_far(got, expected):
-    """The largest difference relative to the largest expected magnitude, and the first index that is off."""
+def how_far(got, expected, nan=NAN_ANYWHERE):
+    """Where the output holds a NaN that helpers' does not (and why), or else the largest difference relative
+    to the largest expected magnitude, and the first index that is off."""
+    new_nan = got.isnan() & ~expected.isnan()
+    if new_nan.any():
+        index = tuple(new_nan.nonzero()[0].tolist())
+        return (f"your output holds NaN ({int(new_nan.sum())} of {got.numel()} numbers, the first at index {index}); "
+                f"{nan}")
     finite = expected[torch.isfinite(expected)].abs()
     scale = finite.max().item() if finite.numel() else 1.0
     gap = (got.double() - expected.double()).abs()
@@ -103,60 +135,89 @@ def how_far(got, expected):
             f"first at index {index}: expected {expected[index].item():.4g}, got {got[index].item():.4g}")
 
 
-def report(learner, cases, reference, mistakes):
-    print(verdict(learner, cases, reference, mistakes))
+def report(learner, cases, reference, mistakes, nan=NAN_ANYWHERE):
+    print(verdict(learner, cases, reference, mistakes, nan))
 
 
-# ---- The tiny model's tensors, loaded once --------------------------------------------------------------
+# ---- The models and their tensors, computed once ---------------------------------------------------------
+
+def described(name):
+    """How a check's message names the model `name`."""
+    return "the tiny model" if name == "tiny" else RANDOM_MODELS[name][3]
+
+
+def random_model(name):
+    """The random model `name` of RANDOM_MODELS: seeded normal weights in bfloat16, as in a checkpoint."""
+    raw, tied, *_ = RANDOM_MODELS[name]
+    params = params_from_dict(raw, source=f"the check's {name!r} model")
+    generator = torch.Generator().manual_seed(sum(map(ord, name)))
+    weights = {}
+    for key, shape in expected_shapes(params, tied).items():
+        if len(shape) == 1:  # a norm's weight: about 1
+            w = 1 + 0.2 * torch.randn(shape, generator=generator)
+        else:  # a matrix: rows of length about 1, so that a product keeps its input's scale
+            w = torch.randn(shape, generator=generator) / shape[-1] ** 0.5
+        weights[key] = w.to(torch.bfloat16)
+    if tied:
+        weights["output.weight"] = weights["tok_embeddings.weight"]
+    return Llama(Path(name), params, weights, tokenizer=None)
+
 
 @functools.cache
+def model(name="tiny"):
+    return load_model(TINY_MODEL_DIR, verbose=False) if name == "tiny" else random_model(name)
+
+
 def tiny_model():
-    return load_model(TINY_MODEL_DIR, verbose=False)
+    return model("tiny")
 
 
 @functools.cache
-def prompt_tokens():
-    return torch.tensor(tiny_model().tokenizer.encode(PROMPT))
+def tokens(name="tiny"):
+    """The classic prompt's token ids for the tiny model; seeded random ids for a random one."""
+    if name == "tiny":
+        return torch.tensor(tiny_model().tokenizer.encode(PROMPT))
+    generator = torch.Generator().manual_seed(len(name))
+    return torch.randint(model(name).params.vocab_size, (RANDOM_MODELS[name][2],), generator=generator)
 
 
 @functools.cache
-def prompt_freqs():
-    p = tiny_model().params
-    return rope_frequencies(p.head_dim, torch.arange(len(prompt_tokens())), p.rope_theta)
+def freqs(name="tiny"):
+    return model_frequencies(model(name).params, torch.arange(len(tokens(name))))
 
 
 @functools.cache
-def prompt_embeddings():
-    return tiny_model().weights["tok_embeddings.weight"][prompt_tokens()].float()
+def embeddings(name="tiny"):
+    return model(name).weights["tok_embeddings.weight"][tokens(name)].float()
 
 
 @functools.cache
-def normalised():
+def normalised(name="tiny"):
     """The input of layer 0's attention: the embeddings after its attention_norm."""
-    model = tiny_model()
-    return transformer.rms_norm(prompt_embeddings(), model.layer(0)["attention_norm"], model.params.norm_eps)
+    m = model(name)
+    return transformer.rms_norm(embeddings(name), m.layer(0)["attention_norm"], m.params.norm_eps)
 
 
 @functools.cache
-def queries_keys_values(rope=True):
+def queries_keys_values(rope=True, name="tiny"):
     """Layer 0's q (seq, n_heads, head_dim), k and v (seq, n_kv_heads, head_dim); q and k after RoPE or before."""
-    p, layer, xn = tiny_model().params, tiny_model().layer(0), normalised()
+    p, layer, xn = model(name).params, model(name).layer(0), normalised(name)
     q = linear(xn, layer["wq"]).view(len(xn), p.n_heads, p.head_dim)
     k = linear(xn, layer["wk"]).view(len(xn), p.n_kv_heads, p.head_dim)
     v = linear(xn, layer["wv"]).view(len(xn), p.n_kv_heads, p.head_dim)
     if rope:
-        q, k = apply_rope(q, prompt_freqs()), apply_rope(k, prompt_freqs())
+        q, k = apply_rope(q, freqs(name)), apply_rope(k, freqs(name))
     return q, k, v
 
 
 @functools.cache
-def layer_inputs(i):
-    """Layer i's input on the classic prompt (the stream after the layers before it), and its FFN's input."""
-    model, p = tiny_model(), tiny_model().params
-    x = prompt_embeddings()
+def layer_inputs(i, name="tiny"):
+    """Layer i's input (the stream after the layers before it), and its feed-forward's input."""
+    m, p = model(name), model(name).params
+    x = embeddings(name)
     for j in range(i):
-        x = transformer.transformer_block(x, model.layer(j), p, prompt_freqs())
-    layer = model.layer(i)
+        x = transformer.transformer_block(x, m.layer(j), p, freqs(name))
+    layer = m.layer(i)
     xn = transformer.rms_norm(x, layer["attention_norm"], p.norm_eps)
-    h = x + attention(xn, layer["wq"], layer["wk"], layer["wv"], layer["wo"], p.n_heads, p.n_kv_heads, prompt_freqs())
+    h = x + attention(xn, layer["wq"], layer["wk"], layer["wv"], layer["wo"], p.n_heads, p.n_kv_heads, freqs(name))
     return {"x": x, "ffn_input": transformer.rms_norm(h, layer["ffn_norm"], p.norm_eps)}

@@ -3,12 +3,12 @@
 import torch
 
 from ..int8 import quantize_int8
-from .harness import report, tiny_model
+from .harness import TWO_MODELS, described, model, report
 
 
-def int8_matrix():
-    """Layer 0's w1 of the tiny model in float32: (hidden_dim, dim), so that rows and columns differ in number."""
-    return tiny_model().layer(0)["w1"].float()
+def int8_matrix(name="tiny"):
+    """Layer 0's w1 of a model in float32: (hidden_dim, dim), so that rows and columns differ in number."""
+    return model(name).layer(0)["w1"].float()
 
 
 def quantize_rows_reference(w):
@@ -31,19 +31,33 @@ def _quantize_scale_is_absmax(w):
     return (w / absmax[:, None] * 127).round().to(torch.int8), absmax
 
 
+def _quantize_by_128(w):
+    scales = w.abs().amax(dim=1) / 128
+    return (w / scales[:, None]).round().to(torch.int8), scales
+
+
+def _quantize_signed_max(w):
+    scales = w.amax(dim=1) / 127
+    return (w / scales[:, None]).round().to(torch.int8), scales
+
+
 QUANTIZE_ROWS_MISTAKES = {
     "the numbers are cut toward zero, not rounded: round before converting to int8": _quantize_truncating,
     "one scale per column (the largest magnitude over dim 0); each row needs its own: amax(dim=1)":
         _quantize_per_column,
     "the scale is the row's largest magnitude itself: divide it by 127, so that values * scale gives the weights":
         _quantize_scale_is_absmax,
+    "the scale divides by 128: int8 reaches -128, but +128 does not fit; divide the largest magnitude by 127":
+        _quantize_by_128,
+    "the scale is the row's largest value, w.amax(dim=1), not its largest magnitude, w.abs().amax(dim=1): "
+    "a negative number larger in size falls outside -127..127": _quantize_signed_max,
 }
 
 
 def quantize_rows(my_quantize_rows):
     """Exercise 08: int8 values (out, in) and float32 scales (out,), each row's largest magnitude / 127."""
-    w = int8_matrix()
-    cases = {"layer 0's w1": lambda fn: fn(w.clone())}
+    cases = {f"{described(name)}, layer 0's w1": lambda fn, name=name: fn(int8_matrix(name).clone())
+             for name in TWO_MODELS}
     report(my_quantize_rows, cases, quantize_rows_reference, QUANTIZE_ROWS_MISTAKES)
 
 
@@ -73,6 +87,10 @@ DEQUANTIZE_MISTAKES = {
 
 def dequantize_groups(my_dequantize):
     """Exercise 08: float32 (out, in) from int8 values (out, in) and scales (out, in / group_size)."""
-    q = quantize_int8(int8_matrix(), 32)
-    cases = {"layer 0's w1, groups of 32": lambda fn: fn(q.values.clone(), q.scales.clone())}
+    def run(name, group_size):
+        q = quantize_int8(int8_matrix(name), group_size)
+        return lambda fn: fn(q.values.clone(), q.scales.clone())
+
+    cases = {f"{described(name)}, layer 0's w1, groups of {size}": run(name, size)
+             for name, size in zip(TWO_MODELS, (32, 16), strict=True)}
     report(my_dequantize, cases, dequantize_reference, DEQUANTIZE_MISTAKES)

@@ -1,10 +1,11 @@
-"""Notebook 03's checks: one head's queries, and RoPE on adjacent pairs, on layer 0 of the tiny model."""
+"""Notebook 03's checks: one head's queries, and RoPE on adjacent pairs, on layer 0 of the tiny model and of a
+random model whose sizes differ from it."""
 
 import torch
 
 from ..compute import linear
 from ..rope import apply_rope, rope_frequencies
-from .harness import normalised, queries_keys_values, report, tiny_model
+from .harness import TWO_MODELS, described, model, normalised, queries_keys_values, report
 
 
 def head_queries_reference(x, wq, n_heads, h):
@@ -12,7 +13,8 @@ def head_queries_reference(x, wq, n_heads, h):
 
 
 HEAD_QUERIES_MISTAKES = {
-    "the heads are interleaved (rows h, h + n_heads, ...): head h is the h-th block of head_dim rows":
+    "the heads are interleaved (rows h, h + n_heads, ..., as view(seq, head_dim, n_heads) reads them): head h is "
+    "the h-th block of head_dim rows, view(seq, n_heads, head_dim)":
         lambda x, wq, n_heads, h: linear(x, wq[h::n_heads]),
     "wq is not transposed: the projection is x @ wq.T":
         lambda x, wq, n_heads, h: (x @ wq).view(len(x), n_heads, -1)[:, h],
@@ -21,8 +23,11 @@ HEAD_QUERIES_MISTAKES = {
 
 def head_queries(my_head_queries):
     """Exercise 03: head h's queries, (seq, head_dim), from x (seq, dim) and wq (n_heads * head_dim, dim)."""
-    p, x, wq = tiny_model().params, normalised(), tiny_model().layer(0)["wq"].float()
-    cases = {f"head {h}": lambda fn, h=h: fn(x.clone(), wq.clone(), p.n_heads, h) for h in (0, 3)}
+    def run(name, h):
+        wq = model(name).layer(0)["wq"].float()
+        return lambda fn: fn(normalised(name).clone(), wq.clone(), model(name).params.n_heads, h)
+
+    cases = {f"{described(name)}, head {h}": run(name, h) for name in TWO_MODELS for h in (0, 3)}
     report(my_head_queries, cases, head_queries_reference, HEAD_QUERIES_MISTAKES)
 
 
@@ -36,9 +41,10 @@ def pair_angles(n_positions, head_dim, rope_theta, first_position=0, exponent_st
     return torch.outer(torch.arange(first_position, first_position + n_positions).float(), theta_j)
 
 
-def rotate_adjacent_pairs(x, angles):
+def rotate_adjacent_pairs(x, angles, swapped=False):
     a, b = x[:, 0::2], x[:, 1::2]
-    return torch.stack([a * angles.cos() - b * angles.sin(), a * angles.sin() + b * angles.cos()], -1).flatten(-2)
+    pair = [a * angles.cos() - b * angles.sin(), a * angles.sin() + b * angles.cos()]
+    return torch.stack(pair[::-1] if swapped else pair, -1).flatten(-2)
 
 
 def _rope_half_split(x, rope_theta):
@@ -56,15 +62,20 @@ ROPE_MISTAKES = {
         lambda x, rope_theta: rotate_adjacent_pairs(x, -pair_angles(len(x), x.shape[-1], rope_theta)),
     "the 2 is missing from theta_j = rope_theta ** (-2j / head_dim)":
         lambda x, rope_theta: rotate_adjacent_pairs(x, pair_angles(len(x), x.shape[-1], rope_theta, exponent_step=1)),
+    "rope_theta is written as 500000 (Meta-Llama-3-8B's): use the rope_theta argument, models differ":
+        lambda x, rope_theta: rope_reference(x, 500000.0),
+    "each pair's two outputs are swapped: the first is a cos - b sin, the second a sin + b cos":
+        lambda x, rope_theta: rotate_adjacent_pairs(x, pair_angles(len(x), x.shape[-1], rope_theta), swapped=True),
 }
 
 
 def rope(my_rope):
     """Exercise 03: RoPE on x (seq, head_dim), row m at position m, adjacent pairs turned by m * theta_j."""
-    q, k, _ = queries_keys_values(rope=False)
-    theta = tiny_model().params.rope_theta
-    cases = {
-        "head 0's queries": lambda fn: fn(q[:, 0].clone(), theta),
-        "key/value head 1's keys": lambda fn: fn(k[:, 1].clone(), theta),
-    }
+    def run(name, which):
+        q, k, _ = queries_keys_values(rope=False, name=name)
+        x = q[:, 0] if which == "head 0's queries" else k[:, 1]
+        return lambda fn: fn(x.clone(), model(name).params.rope_theta)
+
+    cases = {f"{described(name)}, {which}": run(name, which) for name in TWO_MODELS
+             for which in ("head 0's queries", "key/value head 1's keys")}
     report(my_rope, cases, rope_reference, ROPE_MISTAKES)

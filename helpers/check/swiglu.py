@@ -5,7 +5,7 @@ import dataclasses
 import torch
 
 from .. import transformer
-from .harness import layer_inputs, report, tiny_model
+from .harness import TWO_MODELS, described, layer_inputs, model, report, tiny_model
 
 
 def hidden_dim_reference(dim, multiple_of, ffn_dim_multiplier):
@@ -38,9 +38,9 @@ HIDDEN_DIM_MISTAKES = {
 
 def hidden_dim(my_hidden_dim):
     """Exercise 05: the feed-forward width from dim, multiple_of and ffn_dim_multiplier (None: not scaled)."""
-    p = tiny_model().params
     shapes = {
-        "the tiny model": (p.dim, p.multiple_of, p.ffn_dim_multiplier),
+        **{described(name): (model(name).params.dim, model(name).params.multiple_of,
+                             model(name).params.ffn_dim_multiplier) for name in TWO_MODELS},
         "Meta-Llama-3-8B": (4096, 1024, 1.3),
         "Llama 3.2 1B": (2048, 256, 1.5),
         "Llama 3.2 3B": (3072, 256, 1.0),
@@ -59,13 +59,18 @@ FEED_FORWARD_MISTAKES = {
         lambda x, w1, w2, w3: (torch.sigmoid(x @ w1.T) * (x @ w3.T)) @ w2.T,
     "the gate uses ReLU; Llama's is SiLU":
         lambda x, w1, w2, w3: (torch.relu(x @ w1.T) * (x @ w3.T)) @ w2.T,
+    "the gate uses GELU; Llama's is SiLU, z * sigmoid(z)":
+        lambda x, w1, w2, w3: (torch.nn.functional.gelu(x @ w1.T) * (x @ w3.T)) @ w2.T,
+    "SiLU is applied to the product (w1 x) * (w3 x); it goes on the gate alone, silu(w1 x) * (w3 x)":
+        lambda x, w1, w2, w3: torch.nn.functional.silu((x @ w1.T) * (x @ w3.T)) @ w2.T,
 }
 
 
 def feed_forward(my_feed_forward):
     """Exercise 05: SwiGLU, w2(silu(w1 x) * w3 x), on layer 0's feed-forward input; the weights in float32."""
-    layer = tiny_model().layer(0)
-    w1, w2, w3 = (layer[name].float() for name in ("w1", "w2", "w3"))
-    x = layer_inputs(0)["ffn_input"]
-    cases = {"layer 0": lambda fn: fn(x.clone(), w1.clone(), w2.clone(), w3.clone())}
+    def run(name):
+        weights = [model(name).layer(0)[w].float() for w in ("w1", "w2", "w3")]
+        return lambda fn: fn(layer_inputs(0, name)["ffn_input"].clone(), *(w.clone() for w in weights))
+
+    cases = {f"{described(name)}, layer 0": run(name) for name in TWO_MODELS}
     report(my_feed_forward, cases, transformer.feed_forward, FEED_FORWARD_MISTAKES)

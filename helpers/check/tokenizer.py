@@ -1,4 +1,5 @@
-"""Notebook 01's checks: one BPE training step, `most_frequent_pair` and `merge`, on the classic prompt's bytes."""
+"""Notebook 01's checks: one BPE training step, `most_frequent_pair` and `merge`, on the classic prompt's bytes
+and on short lists where a pair overlaps itself ([5, 5, 5] holds the pair (5, 5) twice, and merges once)."""
 
 from collections import Counter
 
@@ -6,6 +7,8 @@ from .harness import PROMPT, report
 
 PROMPT_BYTES = list(PROMPT.encode("utf-8"))
 TH, THE = (ord("t"), ord("h")), (256, ord("e"))  # the prompt's first merges: "th" -> 256, then "th" "e" -> 257
+# (5, 5) and (9, 7) are seen twice each, (5, 5) first; merging (5, 5) left to right gives [256, 5, 9, 7, 9, 7].
+OVERLAPPING = [5, 5, 5, 9, 7, 9, 7]
 
 
 def merge_reference(ids, pair, new_id):
@@ -43,6 +46,7 @@ def most_frequent_pair(my_most_frequent_pair):
     cases = {
         "the prompt's bytes": lambda fn: fn(list(PROMPT_BYTES)),
         "the prompt after merging 'th'": lambda fn: fn(list(AFTER_TH)),
+        str(OVERLAPPING): lambda fn: fn(list(OVERLAPPING)),
     }
     report(my_most_frequent_pair, cases, most_frequent_pair_reference, MOST_FREQUENT_PAIR_MISTAKES)
 
@@ -73,12 +77,26 @@ def _merge_dropping_last(ids, pair, new_id):
     return out
 
 
+def _merge_right_to_left(ids, pair, new_id):
+    out, i = [], len(ids) - 1
+    while i >= 0:
+        if i > 0 and (ids[i - 1], ids[i]) == pair:
+            out.append(new_id)
+            i -= 2
+        else:
+            out.append(ids[i])
+            i -= 1
+    return out[::-1]
+
+
 MERGE_MISTAKES = {
     "only the first occurrence of the pair is merged": _merge_first_only,
     "the pair's second id stays: after a merge, step past both ids (i += 2)": _merge_keeping_second,
     "the last id is lost when it is not part of a merge: the loop stops one id early": _merge_dropping_last,
     "it merges the pair in reverse order, (pair[1], pair[0])":
         lambda ids, pair, new_id: merge_reference(ids, pair[::-1], new_id),
+    "it merges from right to left: where a pair overlaps itself, [5, 5, 5] with (5, 5), "
+    "the leftmost occurrence goes first ([9, 5], not [5, 9])": _merge_right_to_left,
 }
 
 
@@ -87,5 +105,6 @@ def merge(my_merge):
     cases = {
         "merging 't' 'h' into 256": lambda fn: fn(list(PROMPT_BYTES), TH, 256),
         "merging 'th' 'e' into 257": lambda fn: fn(list(AFTER_TH), THE, 257),
+        f"merging (5, 5) in {OVERLAPPING} into 256": lambda fn: fn(list(OVERLAPPING), (5, 5), 256),
     }
     report(my_merge, cases, merge_reference, MERGE_MISTAKES)
