@@ -12,8 +12,10 @@ from .params import DEFAULT_SHAPE, SHAPES, params_from_dict
 from .plots import (  # noqa: F401
     HIGHLIGHT,
     draw_attention_heads,
+    draw_int8_errors,
     draw_kv_cache,
     draw_logit_lens,
+    draw_rms_norm,
     draw_rope,
     draw_score_by_distance,
     draw_silu,

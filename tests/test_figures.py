@@ -120,6 +120,24 @@ def test_kv_cache_prefill_decode_and_the_new_row():
     plt.close(fig)
 
 
+@pytest.mark.parametrize("n_prompt, n_decode", [(17, 4), (5, 9), (17, 1)])
+def test_kv_cache_draws_the_green_decode_steps_its_title_names(n_prompt, n_decode):
+    n = n_prompt + n_decode
+    fig = draw_kv_cache(torch.softmax(torch.randn(n), dim=0), [f"'t{i}'" for i in range(n)], n_prompt)
+    cache = fig.axes[0]
+    green = [patch for patch in cache.patches if patch.get_gid() == "decode"]
+    assert len(green) == 2 * (n_decode - 1)  # a K and a V cell per earlier decode step
+    assert all(matplotlib.colors.same_color(patch.get_facecolor(), "#a5d6a7") for patch in green)
+    assert sorted({patch.get_x() + 0.45 for patch in green}) == pytest.approx(range(n_prompt, n - 1))
+    title = cache.get_title()
+    assert f"the {n_prompt} prompt positions" in title
+    if n_decode > 1:
+        assert f"{n_decode - 1} earlier step{'s' if n_decode > 2 else ''} in green" in title
+    else:  # a title must not promise what is not drawn
+        assert "green" not in title
+    plt.close(fig)
+
+
 def test_top_p_keeps_until_the_running_sum_reaches_p():
     probs = torch.tensor([0.4, 0.3, 0.2, 0.05, 0.05])
     fig = draw_top_k_top_p(probs, list("abcde"), top_k=2, top_p=0.75)
