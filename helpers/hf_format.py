@@ -234,7 +234,8 @@ def load_hf_weights(model_dir, params, tied=None):
             raise LlamaError(f"{path} cannot be read as safetensors ({error}). Download it again.") from None
     for meta, shape in expected.items():
         if meta not in tensors:
-            raise LlamaError(f"No shard holds {hf_name(meta)!r}, though config.json says num_hidden_layers="
+            named = Path(model_dir) / (INDEX if (Path(model_dir) / INDEX).is_file() else SINGLE)
+            raise LlamaError(f"{named}: no shard holds {hf_name(meta)!r}, though config.json says num_hidden_layers="
                              f"{params.n_layers}{'' if tied else ' and tie_word_embeddings false'}. A shard is "
                              "missing, or config.json comes from another model.")
         tensor, path = tensors[meta], where[meta]
