@@ -264,3 +264,12 @@ def test_expected_shapes_are_those_of_the_files(folders):
     """Every tensor of the shards has a Meta name and the shape params implies (tied: no lm_head)."""
     hf = load_model(folders["llama-3.2-tied"][1], verbose=False)
     assert set(hf.weights.stored) == set(expected_shapes(hf.params))
+
+
+def test_the_benchmark_compares_both_formats(folders, capsys):
+    """bench/hf_format.py on the small folders: it runs both, and finds their logits equal."""
+    bench = load_script("bench/hf_format.py")
+    assert bench.main([str(folder) for folder in folders["llama-3.2-tied"]] + ["--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Hugging Face  run 1: load" in out and "last-position logits equal bit for bit" in out
+    assert re.search(r"peak anonymous memory \(largest of the runs\): Meta \d+\.\d\d GB, Hugging Face \d", out)
