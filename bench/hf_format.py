@@ -87,7 +87,8 @@ def main(argv=None):
                 if name not in best or total < best[name][0]:
                     best[name] = total, r["peak_anon"]
                 best[name] = best[name][0], max(best[name][1], r["peak_anon"])
-        same = torch.equal(*(torch.load(Path(tmp) / f"{name}.pt", weights_only=True) for name in ("Meta", "Hugging Face")))
+        last = [torch.load(Path(tmp) / f"{name}.pt", weights_only=True) for name in ("Meta", "Hugging Face")]
+        same = torch.equal(*last)
     (meta, meta_anon), (hf, hf_anon) = best["Meta"], best["Hugging Face"]
     print(f"best load + forward: Meta {meta:.2f} s, Hugging Face {hf:.2f} s: ratio {hf / meta:.2f}; peak anonymous "
           f"memory (largest of the runs): Meta {meta_anon / 1e9:.2f} GB, Hugging Face {hf_anon / 1e9:.2f} GB; "
