@@ -83,10 +83,8 @@ def main(argv=None):
                 print(f"{name:<13} run {repeat + 1}: load {r['load']:6.2f} s, forward ({r['tokens']} tokens) "
                       f"{r['forward']:6.2f} s, total {r['load'] + r['forward']:6.2f} s, "
                       f"peak anonymous memory {r['peak_anon'] / 1e9:.2f} GB", flush=True)
-                total = r["load"] + r["forward"]
-                if name not in best or total < best[name][0]:
-                    best[name] = total, r["peak_anon"]
-                best[name] = best[name][0], max(best[name][1], r["peak_anon"])
+                total, (fastest, peak) = r["load"] + r["forward"], best.get(name, (float("inf"), 0))
+                best[name] = min(fastest, total), max(peak, r["peak_anon"])
         last = [torch.load(Path(tmp) / f"{name}.pt", weights_only=True) for name in ("Meta", "Hugging Face")]
         same = torch.equal(*last)
     (meta, meta_anon), (hf, hf_anon) = best["Meta"], best["Hugging Face"]
