@@ -1,7 +1,8 @@
 # make run        - set up, then execute every notebook in order on the model it finds
 # make test       - set up, then lint, run every test, and every notebook under strict nbval, on two workers
 # make lint       - ruff on the code and the notebooks (its rules are in pyproject.toml)
-# make test-real-shapes - every notebook on 2-layer checkpoints of Llama 3 8B's, 3.1 8B's, 3.2 1B's and 3B's shapes
+# make test-real-shapes - every notebook on 2-layer checkpoints of Llama 3 8B's, 3.1 8B's, 3.2 1B's and 3B's shapes,
+#                   and of 3.2 1B's in Hugging Face's format
 # make notebooks  - execute the notebooks and save their outputs (after changing helpers/ or data/)
 # make demo       - the command-line demo on the classic prompt
 # make smollm2    - fetch SmolLM2-135M-Instruct, a real trained model, and convert it into .cache/ (93 MB download)
@@ -56,7 +57,7 @@ test: install-test lint
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 --dist loadscope --no-loadscope-reorder --nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg tests notebooks
 
 test-real-shapes: install-test
-	LLAMA3_TEST_SHAPES=3-8b,3.1-8b,3.2-1b,3.2-3b OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 --dist loadscope tests/test_notebooks_on_real_shapes.py
+	LLAMA3_TEST_SHAPES=3-8b,3.1-8b,3.2-1b,3.2-3b,3.2-1b-hf OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 --dist loadscope tests/test_notebooks_on_real_shapes.py
 
 tiny-model: install
 	$(PYTHON) scripts/train_tiny_model.py

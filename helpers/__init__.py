@@ -12,7 +12,16 @@ from .int8_file import load_int8, save_int8
 from .kv_cache import KVCache, LayerCache
 from .model import REPO_ROOT, TINY_MODEL_DIR, Llama, find_model, load_model, load_tokenizer
 from .params import MODELS, SHAPES, Params, Shape, expected_shapes, is_matrix, load_params, params_from_dict
-from .rope import RopeScaling, apply_rope, apply_rope_half_split, model_frequencies, rope_frequencies, scale_frequencies
+from .rope import (
+    RopeScaling,
+    apply_rope,
+    apply_rope_half_split,
+    half_split_rows,
+    interleaved_rows,
+    model_frequencies,
+    rope_frequencies,
+    scale_frequencies,
+)
 from .tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, Tokenizer
 from .tolerance import FLOAT32_TOLERANCE, assert_close
 from .transformer import feed_forward, forward, next_token_probs, rms_norm, transformer_block
@@ -28,7 +37,7 @@ __all__ = [
     "Llama", "find_model", "load_model", "load_tokenizer", "REPO_ROOT", "TINY_MODEL_DIR",
     "check_disk_space", "download_llama3", "hf_token", "where_am_i",
     "RopeScaling", "apply_rope", "apply_rope_half_split", "model_frequencies", "rope_frequencies",
-    "scale_frequencies",
+    "scale_frequencies", "half_split_rows", "interleaved_rows",
     "SPECIAL_TOKENS", "SPLIT_PATTERN", "Tokenizer",
     "feed_forward", "forward", "next_token_probs", "rms_norm", "transformer_block",
     "Generation", "TextStream", "chat_tokens", "generate", "sample_next", "top_k_filter", "top_p_filter",

@@ -6,12 +6,12 @@ The file holds the model's tensors, its params (as params.json would) and a form
 """
 
 import json
-import struct
 from pathlib import Path
 
 import torch
 
 from .errors import LlamaError
+from .hf_format import safetensors_extent
 from .int8 import Int8Weight, split_rows, whole_of
 from .model import Llama, load_tokenizer
 from .params import JOINED, expected_shapes, params_from_dict, params_to_dict
@@ -50,19 +50,12 @@ def save_int8(model, path):
 
 def unreadable(path):
     """Why safetensors could not read `path`, for a LlamaError: not safetensors, header not JSON, truncated."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        (length,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
-        if length is None or length > min(size - 8, 100 << 20):
-            return (f"{path} is not a safetensors file ({size:,} bytes; it starts with {head!r}). "
-                    f"An int8 model is the file helpers.save_int8 writes. {RESAVE}")
-        try:
-            header = json.loads(f.read(length))
-            end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"),
-                      default=0)
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, IndexError):
-            return f"{path} is not a safetensors file: its header is not JSON. {RESAVE}"
+    size, head, length, end = safetensors_extent(path)
+    if length is None:
+        return (f"{path} is not a safetensors file ({size:,} bytes; it starts with {head!r}). "
+                f"An int8 model is the file helpers.save_int8 writes. {RESAVE}")
+    if end is None:
+        return f"{path} is not a safetensors file: its header is not JSON. {RESAVE}"
     if 8 + length + end > size:
         return (f"{path} is truncated: its header describes {8 + length + end:,} bytes, the file holds "
                 f"{size:,}. The save or the copy was interrupted. {RESAVE}")

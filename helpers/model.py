@@ -1,15 +1,17 @@
 """Finding a Llama 3 model folder and loading it.
 
-A model folder is Meta's layout: params.json, tokenizer.model and
-consolidated.00.pth. `find_model` looks, in order, at:
+A model folder is in Meta's layout (params.json, tokenizer.model, consolidated.00.pth) or in Hugging
+Face's (config.json, model*.safetensors, tokenizer.json: helpers/hf_format.py). `find_model` looks, in
+order, at:
 
 1. the path given to it;
 2. the LLAMA3_DIR environment variable;
-3. Kaggle inputs (under /kaggle/input, in either of Kaggle's mount layouts) that hold params.json and
-   consolidated.*.pth, in the order of their paths;
+3. Kaggle inputs (under /kaggle/input, in either of Kaggle's mount layouts) that hold a model in either
+   format ("pytorch" and "transformers" variations), in the order of their paths;
 4. the folders where `download_llama3` puts each model of `MODELS`: llama-3-8B/original in the
-   repository for Meta-Llama-3-8B, Llama-3.2-1B/original for Llama 3.2 1B, and so on (installed
-   with pip: in the folder Python started in, such as /kaggle/working or /content);
+   repository for Meta-Llama-3-8B, Llama-3.2-1B/original for Llama 3.2 1B, and so on, then the folders
+   above them, where a download of Hugging Face's format lands (installed with pip: in the folder Python
+   started in, such as /kaggle/working or /content);
 5. the embedded tiny Llama 3 in data/tiny-llama3 (installed with pip: helpers/tiny_llama3).
 """
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from .checkpoint import load_weights
 from .errors import LlamaError
+from .hf_format import hf_params, is_hf_model_dir, load_hf_weights
 from .params import LAYER_KEYS, MODELS, Params, load_params
 from .rope import with_scaling_factor
 from .tokenizer import Tokenizer
@@ -41,9 +44,19 @@ DOWNLOAD_DIR = download_dir()
 # Where Kaggle mounts a notebook's inputs. The course's tests point LLAMA3_KAGGLE_INPUT at a folder of their own.
 KAGGLE_INPUT = Path(os.environ.get("LLAMA3_KAGGLE_INPUT", "/kaggle/input"))
 
-def is_model_dir(path):
+def is_meta_model_dir(path):
     path = Path(path)
     return (path / "params.json").is_file() and any(path.glob("consolidated.*.pth"))
+
+
+def model_format(path):
+    """"meta" for Meta's files (params.json, consolidated.*.pth), "hf" for Hugging Face's (config.json,
+    model*.safetensors), None for neither. A folder holding both is read as Meta's."""
+    return "meta" if is_meta_model_dir(path) else "hf" if is_hf_model_dir(path) else None
+
+
+def is_model_dir(path):
+    return model_format(path) is not None
 
 
 def kaggle_model_dirs(max_depth=6):
@@ -79,17 +92,20 @@ def find_model(path=None, verbose=True):
         if not is_model_dir(path):
             raise LlamaError(
                 f"{path} ({reason}) is not a Llama 3 model folder: it needs params.json and "
-                "consolidated.00.pth (for meta-llama/Meta-Llama-3-8B, use its original/ subfolder). "
+                "consolidated.00.pth (Meta's format, as in the original/ subfolder of meta-llama/Meta-Llama-3-8B), "
+                "or config.json and model.safetensors or model.safetensors.index.json (Hugging Face's format). "
                 f"{fix} to use the embedded tiny model."
             )
     elif kaggle := kaggle_model_dirs():
         (path, *others), reason = kaggle, "a Kaggle input"
-    elif downloaded := [d for d in map(download_dir, MODELS) if is_model_dir(d)]:
+    elif downloaded := [d for repo in MODELS for d in (download_dir(repo), download_dir(repo).parent)
+                        if is_model_dir(d)]:
         (path, *others), reason = downloaded, "downloaded by notebook 00"
     else:
         path, reason = TINY_MODEL_DIR, "the embedded tiny Llama 3; no larger model was found"
     if verbose:
-        print(f"Model: {shown(path)} ({reason}).")
+        hf = ", Hugging Face format" if model_format(path) == "hf" else ""  # Meta's format: said by no word
+        print(f"Model: {shown(path)} ({reason}{hf}).")
         if others:
             print(f"Also found: {', '.join(map(shown, others))}.")
         print("To use another model, pass its folder to load_model() or --model, or set LLAMA3_DIR.")
@@ -120,9 +136,12 @@ class Llama:
 
 
 def load_tokenizer(model_dir):
-    """The model folder's own tokenizer.model, or Meta's copy in llama-models when the folder has none."""
-    path = Path(model_dir) / "tokenizer.model"
-    return Tokenizer(path if path.exists() else None)
+    """The model folder's own tokenizer.model, else its tokenizer.json (Hugging Face's format, Llama 3's
+    vocabulary), else Meta's copy in llama-models when the folder has neither."""
+    for name in ("tokenizer.model", "tokenizer.json"):
+        if (Path(model_dir) / name).exists():
+            return Tokenizer(Path(model_dir) / name)
+    return Tokenizer(None)
 
 
 def load_model(path=None, verbose=True, rope_scaling_factor=None):
@@ -132,7 +151,8 @@ def load_model(path=None, verbose=True, rope_scaling_factor=None):
     `rope_scaling_for` says how it is chosen otherwise).
     """
     model_dir = find_model(path, verbose=verbose)
-    params = load_params(model_dir)
+    hf = model_format(model_dir) == "hf"
+    params = hf_params(model_dir) if hf else load_params(model_dir)
     if rope_scaling_factor is not None:
         params = with_scaling_factor(params, rope_scaling_factor, where=str(model_dir))
     if verbose and params.rope_scaling_factor:
@@ -142,7 +162,8 @@ def load_model(path=None, verbose=True, rope_scaling_factor=None):
     tokenizer = load_tokenizer(model_dir)
     if tokenizer.n_vocab != params.vocab_size:
         raise LlamaError(
-            f"params.json says vocab_size={params.vocab_size}, but the tokenizer has {tokenizer.n_vocab} "
-            "tokens. Llama 3 has 128,256: are params.json and tokenizer.model from the same model?"
+            f"{'config.json' if hf else 'params.json'} says vocab_size={params.vocab_size}, but the tokenizer has "
+            f"{tokenizer.n_vocab} tokens ({tokenizer.path.name}). Llama 3 has 128,256: are the two from the same model?"
         )
-    return Llama(Path(model_dir), params, load_weights(model_dir, params), tokenizer)
+    weights = load_hf_weights(model_dir, params) if hf else load_weights(model_dir, params)
+    return Llama(Path(model_dir), params, weights, tokenizer)

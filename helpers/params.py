@@ -104,8 +104,9 @@ _REQUIRED = {
     "rope_theta": _NUMBER,
 }
 # rope_scaling_factor and rope_high_freq_factor: as in Meta's Llama 4 params.json.
+# ffn_hidden_dim: not in Meta's params.json; the feed-forward width a Hugging Face config.json gives.
 _OPTIONAL = {"ffn_dim_multiplier": _NUMBER, "max_seq_len": int, "use_scaled_rope": bool,
-             "rope_scaling_factor": _NUMBER, "rope_high_freq_factor": _NUMBER}
+             "rope_scaling_factor": _NUMBER, "rope_high_freq_factor": _NUMBER, "ffn_hidden_dim": int}
 _POSITIVE_NUMBERS = ("norm_eps", "rope_theta", "rope_scaling_factor", "rope_high_freq_factor")
 
 
@@ -126,6 +127,8 @@ class Params:
     # How RoPE is scaled (Llama 3.1 and later), None for not at all; and where that came from.
     rope_scaling: RopeScaling | None = None
     rope_scaling_source: str = ""
+    # The feed-forward width as a Hugging Face config.json gives it (intermediate_size); None: Meta's rule.
+    ffn_hidden_dim: int | None = None
 
     @property
     def rope_scaling_factor(self):
@@ -143,7 +146,10 @@ class Params:
 
     @property
     def hidden_dim(self):
-        """The feed-forward width: 2/3 of 4*dim, scaled, rounded up to a multiple of `multiple_of`."""
+        """The feed-forward width: 2/3 of 4*dim, scaled, rounded up to a multiple of `multiple_of`
+        (or config.json's intermediate_size, `ffn_hidden_dim`, where the model came with one)."""
+        if self.ffn_hidden_dim is not None:
+            return self.ffn_hidden_dim
         hidden = int(2 * (4 * self.dim) / 3)
         if self.ffn_dim_multiplier is not None:
             hidden = int(self.ffn_dim_multiplier * hidden)
@@ -173,7 +179,8 @@ def params_from_dict(raw, source="params.json"):
                 f"{source}: {key!r} should be {expected}, but it is {value!r} ({type(value).__name__})."
             )
     values = {key: raw[key] for key in (*_REQUIRED, *_OPTIONAL) if raw.get(key) is not None}
-    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "max_seq_len"):
+    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "max_seq_len",
+                "ffn_hidden_dim"):
         if key in values and values[key] <= 0:
             raise LlamaError(f"{source}: {key!r} must be positive, but it is {values[key]}.")
     # Python's json reads NaN and Infinity: any of these being either would turn the output into NaN.

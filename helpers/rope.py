@@ -136,3 +136,21 @@ def apply_rope_half_split(x, freqs):
     pairs = torch.complex(x[..., :half].float(), x[..., half:].float())
     turned = pairs * lined_up(freqs, x)
     return torch.cat([turned.real, turned.imag], dim=-1).type_as(x)
+
+
+# ---- The two row layouts of wq and wk ---------------------------------------------------------------
+
+def half_split_rows(w, n_heads):
+    """wq or wk rows (n_heads * head_dim, dim) reordered from Meta's adjacent pairs to Hugging Face's halves:
+    in each head, rows 0, 2, 4, ... come first, then rows 1, 3, 5, ... (`n_heads`: n_kv_heads for wk)."""
+    dim = w.shape[-1]
+    return w.reshape(n_heads, -1, 2, dim).transpose(1, 2).reshape(-1, dim)
+
+
+def interleaved_rows(w, n_heads):
+    """The inverse of `half_split_rows`: a Hugging Face q_proj or k_proj (n_heads * head_dim, dim) with the
+    rows of each head in Meta's order, pair by pair, so that `apply_rope` rotates the right numbers together.
+
+    The result is a new tensor of `w`'s dtype: a reordering of rows is not a view of the file."""
+    dim = w.shape[-1]
+    return w.reshape(n_heads, 2, -1, dim).transpose(1, 2).reshape(-1, dim)

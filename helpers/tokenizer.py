@@ -1,4 +1,5 @@
-"""Meta's Llama 3 tokenizer, rebuilt on tiktoken (taught in notebook 01).
+"""Meta's Llama 3 tokenizer, rebuilt on tiktoken (taught in notebook 01); also read from a Hugging Face
+tokenizer.json (helpers/tokenizer_json.py).
 
 `tokenizer.model` is a text file of 128,000 lines, each a base64-encoded
 byte string and its rank. tiktoken does the byte-pair merges; we give it the
@@ -15,6 +16,7 @@ from pathlib import Path
 import tiktoken
 
 from .errors import LlamaError
+from .tokenizer_json import read_tokenizer_json
 
 # Before any merge, text is cut into pieces with this pattern and BPE runs
 # inside each piece only. Its branches, in order: English contractions, a word
@@ -120,10 +122,15 @@ class Tokenizer:
     """Text to Llama 3 token ids and back."""
 
     def __init__(self, path=None):
+        """From Meta's tokenizer.model at `path` (None: the copy in llama-models), or from a Hugging Face
+        tokenizer.json of Llama 3's vocabulary (helpers/tokenizer_json.py)."""
         path = meta_tokenizer_file() if path is None else Path(path)
-        ranks = read_ranks(path)
-        self.path = path
-        self.special_ids = {name: len(ranks) + i for i, name in enumerate(SPECIAL_TOKENS)}
+        if path.suffix == ".json":
+            ranks, self.special_ids = read_tokenizer_json(path, SPLIT_PATTERN)
+        else:
+            ranks = read_ranks(path)
+            self.special_ids = {name: len(ranks) + i for i, name in enumerate(SPECIAL_TOKENS)}
+        self.path, self.ranks = path, ranks
         self.encoding = tiktoken.Encoding(
             name="llama3", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=self.special_ids
         )

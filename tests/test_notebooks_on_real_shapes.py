@@ -19,11 +19,15 @@ What is checked: each notebook runs to the end with its own assertions, finds th
 given, says what it should about RoPE and the output layer, and prints no warning; not the outputs
 (random weights predict nothing).
 
+- Llama 3.2 1B's again, in Hugging Face's format (config.json, two safetensors shards, tokenizer.json;
+  `scripts/write_synthetic_checkpoint.py --format hf`): 0.8 GB.
+
 `make test` runs the 3.2 1B shape alone (LLAMA3_TEST_SHAPES chooses), in a fraction of the time all
 four take. It takes the 8B shape's code paths but two, which the tiny model takes under nbval: RoPE
 unscaled, and an output matrix of its own. `make test-real-shapes` runs all four shapes.
 """
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -46,11 +50,16 @@ class Case:
     dim: int
     hidden_dim: int  # of the feed-forward
     printed: dict  # notebook name prefix -> lines it must print
+    key: str = ""  # LLAMA3_TEST_SHAPES's name for it: the shape's, with "-hf" for Hugging Face's format
+    hf: bool = False  # in Hugging Face's format (config.json, safetensors shards, tokenizer.json)
 
 
-def case_of(key, shape):
-    """The case of one of helpers.params.SHAPES, and the lines its notebooks must print."""
+def case_of(key, shape, hf=False):
+    """The case of one of helpers.params.SHAPES, and the lines its notebooks must print; with `hf`, in Hugging
+    Face's format, whose RoPE factor config.json gives."""
     p = params_from_dict(shape.params)
+    if hf:
+        p = dataclasses.replace(p, rope_scaling_source="config.json's rope_scaling" if p.rope_scaling else "")
     if p.rope_scaling is None:
         rope = {"03": ["this model is a Llama 3: params.json has no use_scaled_rope, and RoPE is not scaled"]}
     else:
@@ -58,11 +67,14 @@ def case_of(key, shape):
                        f"{p.max_seq_len:,} tokens."],
                 "03": [f"this model scales RoPE by {p.rope_scaling_factor:g} ({p.rope_scaling_source})"]}
     output = "the embedding table itself (tied)" if shape.tied else "a matrix of its own"
-    name = "Llama" + key.replace(".", "").replace("-", "_").upper()
-    return Case(name, key, f"llama{key}-2layers", p.dim, p.hidden_dim, rope | {"05": [f"output.weight: {output}"]})
+    name = "Llama" + key.replace(".", "").replace("-", "_").upper() + ("_HF" if hf else "")
+    suffix = "-hf" if hf else ""
+    return Case(name, key, f"llama{key}{suffix}-2layers", p.dim, p.hidden_dim,
+                rope | {"05": [f"output.weight: {output}"]}, key + suffix, hf)
 
 
-CASES = [case_of(key, shape) for key, shape in SHAPES.items()]
+# Every shape in Meta's format, and Llama 3.2 1B's in Hugging Face's too.
+CASES = [case_of(key, shape) for key, shape in SHAPES.items()] + [case_of("3.2-1b", SHAPES["3.2-1b"], hf=True)]
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 # tqdm's progress bar (notebook 06) is the one thing a cell may write to stderr.
 PROGRESS_BAR = re.compile(r"^\s*layers:.*\|[ \d/]*$")
@@ -85,9 +97,9 @@ def one_row_kernels(case, number):
 # The shapes run, by their keys in helpers.params.SHAPES: `make test` runs Llama 3.2 1B's alone,
 # `make test-real-shapes` all four.
 SHAPES_TESTED = os.environ.get("LLAMA3_TEST_SHAPES", "3.2-1b").split(",")
-if not set(SHAPES_TESTED) <= {case.shape for case in CASES}:
+if not set(SHAPES_TESTED) <= {case.key for case in CASES}:
     raise ValueError(f"LLAMA3_TEST_SHAPES={','.join(SHAPES_TESTED)}: each must be one of "
-                     f"{', '.join(case.shape for case in CASES)}")
+                     f"{', '.join(case.key for case in CASES)}")
 
 
 def stream_lines(notebook, name):
@@ -104,7 +116,8 @@ def check_notebook(case, path):
     notebook, _ = runner.execute(path, REPO_ROOT / ".cache" / case.folder, extra_cells=extra)
     printed = list(stream_lines(notebook, "stdout"))
     models = {line for line in printed if line.startswith("Model: ")}
-    assert models == {f"Model: .cache/{case.folder} (from LLAMA3_DIR)."}, models
+    fmt = ", Hugging Face format" if case.hf else ""
+    assert models == {f"Model: .cache/{case.folder} (from LLAMA3_DIR{fmt})."}, models
     for line in case.printed.get(number, []):
         assert line in printed, "\n".join(printed)
     unexpected = [line for line in stream_lines(notebook, "stderr") if line.strip() and not PROGRESS_BAR.match(line)]
@@ -117,9 +130,10 @@ def check_notebook(case, path):
 def checkpoint(case):
     """The case's 2-layer checkpoint in .cache/, written on first use."""
     folder = REPO_ROOT / ".cache" / case.folder
-    if not (folder / "consolidated.00.pth").is_file():  # the writer renames a folder only when complete
+    if not folder.is_dir():  # the writer renames a folder only when complete
         shape = SHAPES[case.shape]
-        writer.write_checkpoint(folder, shape.params | {"n_layers": 2}, tied=shape.tied)
+        write = writer.write_hf_checkpoint if case.hf else writer.write_checkpoint
+        write(folder, shape.params | {"n_layers": 2}, tied=shape.tied)
     return case
 
 
@@ -141,5 +155,5 @@ def notebook_tests(case):
 
 
 for case in CASES:
-    if case.shape in SHAPES_TESTED:
+    if case.key in SHAPES_TESTED:
         globals()[f"Test{case.name}"] = notebook_tests(case)
