@@ -3,23 +3,14 @@ tokenizer interface: for a model with Llama's architecture but a vocabulary that
 (SmolLM2's 49,152 tokens, say). Llama 3's own vocabulary keeps the course's `Tokenizer`.
 
 Byte-level BPE stores each token as text, one printable character standing for each byte
-(`byte_of_character`); the bytes behind a token are found by reading that mapping backwards.
+(`bytes_to_unicode`); the bytes behind a token are found by reading that table backwards.
 """
 
 from pathlib import Path
 
 from .errors import LlamaError
 from .tokenizer import Tokenizer
-
-
-def byte_of_character():
-    """Byte-level BPE's alphabet read backwards: the byte each of its 256 characters stands for.
-
-    Printable bytes stand for themselves; the others (controls, space, a few more) are shifted
-    to the characters from U+0100 on, in byte order, so that no token holds whitespace."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    shifted = [b for b in range(256) if b not in printable]
-    return {chr(b): b for b in printable} | {chr(256 + n): b for n, b in enumerate(shifted)}
+from .tokenizer_json import bytes_to_unicode
 
 
 class HFTokenizer(Tokenizer):
@@ -41,7 +32,7 @@ class HFTokenizer(Tokenizer):
         added = self.backend.get_added_tokens_decoder()
         self.special_ids = {token.content: i for i, token in added.items() if token.special}
         self.n_vocab = self.backend.get_vocab_size(with_added_tokens=True)
-        characters = byte_of_character()
+        characters = {char: byte for byte, char in bytes_to_unicode().items()}
         self.token_bytes = [b""] * self.n_vocab
         for text, i in self.backend.get_vocab(with_added_tokens=True).items():
             if i in added or any(c not in characters for c in text):

@@ -15,6 +15,7 @@ order, at:
 5. the embedded tiny Llama 3 in data/tiny-llama3 (installed with pip: helpers/tiny_llama3).
 """
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,11 @@ from pathlib import Path
 from .checkpoint import load_weights
 from .errors import LlamaError
 from .hf_format import hf_params, is_hf_model_dir, load_hf_weights
+from .hf_tokenizer import HFTokenizer
 from .params import LAYER_KEYS, MODELS, Params, load_params
 from .rope import with_scaling_factor
 from .tokenizer import Tokenizer
+from .tokenizer_json import NotLlama3Tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # installed with pip, this is site-packages
 # A clone has data/tiny-llama3 beside helpers/. Installed with pip (pyproject.toml), the tiny model is
@@ -136,11 +139,18 @@ class Llama:
 
 
 def load_tokenizer(model_dir):
-    """The model folder's own tokenizer.model, else its tokenizer.json (Hugging Face's format, Llama 3's
-    vocabulary), else Meta's copy in llama-models when the folder has neither."""
-    for name in ("tokenizer.model", "tokenizer.json"):
-        if (Path(model_dir) / name).exists():
-            return Tokenizer(Path(model_dir) / name)
+    """The model folder's own tokenizer.model, else its tokenizer.json (Llama 3's vocabulary: the course's
+    tokenizer; another: `HFTokenizer`, which stops at the eos_token_id of config.json), else Meta's copy in
+    llama-models when the folder has neither."""
+    folder = Path(model_dir)
+    if (folder / "tokenizer.model").exists():
+        return Tokenizer(folder / "tokenizer.model")
+    if (folder / "tokenizer.json").exists():
+        try:
+            return Tokenizer(folder / "tokenizer.json")
+        except NotLlama3Tokenizer:
+            eos = json.loads((folder / "config.json").read_text()).get("eos_token_id")
+            return HFTokenizer(folder / "tokenizer.json", stop_ids=eos if isinstance(eos, list) else [eos])
     return Tokenizer(None)
 
 

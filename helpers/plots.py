@@ -108,7 +108,8 @@ def draw_score_by_distance(distances, scores):
 def draw_attention_heads(weights, labels, n_rep, title):
     """Every head's attention weights (n_heads, seq, seq), token ticks, one colorbar; heads framed by GQA group."""
     n_heads = len(weights)
-    columns = n_heads if n_heads <= 4 else 4 if n_heads <= 8 else 8
+    # up to 8 a row; beyond 8 heads, whole groups of n_rep a row (9 heads of groups of 3: rows of 6)
+    columns = n_heads if n_heads <= 4 else 4 if n_heads <= 8 else n_rep * max(1, 8 // n_rep)
     rows = -(-n_heads // columns)
     size = 0.16 * len(labels) + 1.0
     fig, axes = plt.subplots(rows, columns, figsize=(size * columns + 1.2, size * rows + 0.6), squeeze=False)

@@ -5,7 +5,7 @@ tokenizer.json stores byte-level BPE: each token is a string in which every byte
 (GPT-2's `bytes_to_unicode` table: the printable bytes stand for themselves, the others are moved past 255).
 For Llama 3 a token's id is its rank in tokenizer.model, and the special tokens are the `added_tokens`. Only
 Llama 3's vocabulary is read (its split pattern, no byte fallback, its special tokens); a model with a
-vocabulary of its own would need a tokenizer of its own, which the course does not build.
+vocabulary of its own gets `NotLlama3Tokenizer`, and `load_model` reads it with helpers/hf_tokenizer.py.
 """
 
 import json
@@ -30,8 +30,12 @@ def bytes_to_unicode():
     return table
 
 
+class NotLlama3Tokenizer(LlamaError):
+    """A tokenizer.json that is readable but not Llama 3's: the model has a vocabulary of its own."""
+
+
 def _not_llama3(path, field, found, split_pattern):
-    return LlamaError(
+    return NotLlama3Tokenizer(
         f"{path}: {field} is {found!r}, so this is not Llama 3's tokenizer (byte-level BPE with the split pattern "
         f"{split_pattern!r} and Llama 3's special tokens). The course reads Llama 3's vocabulary only: use a "
         "Llama 3 model's tokenizer.json, or its tokenizer.model."

@@ -17,6 +17,7 @@ import pytest
 
 import helpers.model
 from helpers import REPO_ROOT, find_model
+from helpers.smollm2 import find_smollm2
 
 from conftest import load_script, random_params, random_weights, write_model
 
@@ -139,9 +140,15 @@ def test_a_folder_it_did_not_write_is_left_alone(tmp_path):
 
 
 def test_every_notebook_runs_from_the_dataset_with_the_committed_outputs(dataset, learner_python, tmp_path):
-    """Kaggle's type-prefixed layout: all ten notebooks under nbval, against their committed outputs."""
+    """Kaggle's type-prefixed layout: all ten notebooks under nbval, against their committed outputs. SmolLM2,
+    which `make smollm2` converts into .cache/ in the clone, is where a learner outside a clone would put it:
+    in .cache/ of the notebooks' folder."""
     inputs = attach(dataset, tmp_path / "input", "type-prefixed")
     notebooks = alone(NOTEBOOKS, tmp_path / "working")
+    smollm2 = find_smollm2()
+    assert smollm2 is not None, "make smollm2 (make install-test does it) converts the real model the notebooks show"
+    (tmp_path / "working" / ".cache").mkdir()
+    (tmp_path / "working" / ".cache" / smollm2.name).symlink_to(smollm2, target_is_directory=True)
     no_course = "import importlib.util; assert not importlib.util.find_spec('helpers')"
     assert subprocess.run([learner_python, "-c", no_course], cwd=notebooks[0].parent,
                           env=learner_env(inputs)).returncode == 0, "the course is installed in the learner's Python"

@@ -8,8 +8,9 @@ import regex
 import torch
 
 from helpers import TINY_MODEL_DIR
-from helpers.hf_tokenizer import HFTokenizer, byte_of_character
+from helpers.hf_tokenizer import HFTokenizer
 from helpers.smollm2 import find_smollm2
+from helpers.tokenizer_json import bytes_to_unicode
 
 from conftest import load_script
 
@@ -39,7 +40,7 @@ def tokenizer(smollm2):
 def by_merges(text, vocab, ranks):
     """BPE written out: cut the text as SmolLM2 does, then in each piece merge the best-ranked pair until
     none is left."""
-    character = {b: c for c, b in byte_of_character().items()}
+    character = bytes_to_unicode()
     ids = []
     for part in (p for chunk in regex.split(r"(\p{N})", text) for p in GPT2_SPLIT.findall(chunk)):
         symbols = [character[b] for b in part.encode()]
@@ -51,12 +52,6 @@ def by_merges(text, vocab, ranks):
             symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
         ids += [vocab[s] for s in symbols]
     return ids
-
-
-def test_byte_level_characters_stand_for_each_byte_once():
-    characters = byte_of_character()
-    assert sorted(characters.values()) == list(range(256))
-    assert all(c.isprintable() and not c.isspace() for c in characters)
 
 
 def test_the_tokenizer_is_byte_pair_encoding_by_the_merges_of_the_gguf_file(smollm2, tokenizer):
@@ -93,3 +88,23 @@ def test_the_conversion_keeps_the_shapes_and_permutes_wq_and_wk_for_half_split_r
 def test_half_split_order_moves_each_heads_even_rows_first():
     w = torch.arange(8.0)[:, None].expand(8, 3)  # 2 heads of 4 rows: (0, 1, 2, 3), (4, 5, 6, 7)
     assert fetch.to_half_split(w, 2)[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
+
+
+def test_the_course_agrees_with_transformers_on_the_real_model(smollm2):
+    """The course's forward pass on SmolLM2, loaded by the course's own code, against transformers'
+    LlamaForCausalLM loaded from the same folder, in float32, within the course's one tolerance (relative
+    to the values' size: a trained model's logits run to about 30; measured: 5.4e-5 at most)."""
+    from transformers import LlamaForCausalLM
+
+    from helpers import assert_close, forward, load_model
+
+    from reference import hf_logits
+
+    model = load_model(smollm2, verbose=False)
+    assert isinstance(model.tokenizer, HFTokenizer) and model.tied_output and model.params.rope_theta == 100000
+    reference = LlamaForCausalLM.from_pretrained(smollm2, dtype=torch.float32, attn_implementation="eager").eval()
+    tokens = torch.tensor(model.tokenizer.encode("The Eiffel Tower is in the city of Paris, the capital of France."))
+    with torch.inference_mode():
+        ours = forward(model, tokens)
+    assert_close(ours, hf_logits(reference, tokens))
+    assert model.tokenizer.decode([ours[8].argmax().item()]) == " Paris"  # after "... the city of"
