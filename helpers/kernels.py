@@ -25,8 +25,7 @@ from .int8 import Int8Weight
 # the kernels; the tiny model's (64 or 224 wide), bound by overheads, do not.
 MIN_ELEMENTS = 1 << 20
 MIN_WIDTH = 1024
-# torch.compile builds one kernel per matrix shape; past MAX_SHAPES for a kernel (torch.compile's own
-# limit is 8 per function), new shapes get None.
+# torch.compile builds one kernel per matrix shape and thread count; past MAX_SHAPES shapes, None.
 MAX_SHAPES = 8
 # The int8 kernel is compiled with multiply-adds (FMA): it spends most of its time in arithmetic.
 INT8_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
@@ -88,6 +87,7 @@ def configure():
     usable without Inductor's test compile; otherwise (or on another CPU) Inductor's own check."""
     import torch._inductor.config as inductor
     inductor.cpp.dynamic_threads = True  # else a kernel keeps the thread count it was compiled with
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * MAX_SHAPES)
     known = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
     inductor.cpp.vec_isa_ok = True if OWN_ISA_CHECK and known else None
 
@@ -122,8 +122,7 @@ def kernel_inputs(w, x):
 
 
 def kernel(int8):
-    """The compiled kernel `one_row` uses for int8 (or bf16) weights; None before its first use, False where
-    it could not be built."""
+    """The compiled kernel for int8 (or bf16) weights; None before it, False where it cannot be."""
     return _kernels.get(int8)
 
 
@@ -136,21 +135,17 @@ def applies(x, w):
 
 def _spec(w, x):
     """What the background process needs to compile a kernel for `w` and `x`: shapes, dtypes, threads."""
-    int8 = isinstance(w, Int8Weight)
+    int8, name = isinstance(w, Int8Weight), lambda dtype: str(dtype).removeprefix("torch.")
     return {"int8": int8, "shape": list(w.shape), "group": w.group_size if int8 else None,
-            "dtype": None if int8 else str(w.dtype).removeprefix("torch."), "x": str(x.dtype).removeprefix("torch."),
-            "threads": torch.get_num_threads()}
+            "dtype": None if int8 else name(w.dtype), "x": name(x.dtype), "threads": torch.get_num_threads()}
 
 
 def _inputs_like(spec):
     """Inputs of the spec's shapes and dtypes, uninitialised: compiling needs no weights."""
     rows, dim = spec["shape"]
-    x = torch.empty(dim, dtype=getattr(torch, spec["x"]))
-    if spec["int8"]:
-        w = Int8Weight(torch.empty(rows, dim, dtype=torch.int8), torch.empty(rows, dim // spec["group"]))
-    else:
-        w = torch.empty(rows, dim, dtype=getattr(torch, spec["dtype"]))
-    return kernel_inputs(w, x)
+    w = Int8Weight(torch.empty(rows, dim, dtype=torch.int8), torch.empty(rows, dim // spec["group"])) \
+        if spec["int8"] else torch.empty(rows, dim, dtype=getattr(torch, spec["dtype"]))
+    return kernel_inputs(w, torch.empty(dim, dtype=getattr(torch, spec["x"])))
 
 
 def warm(spec):
@@ -208,7 +203,7 @@ class _Warmer:
             try:
                 self.process.stdin.write(key + "\n")
                 self.process.stdin.flush()
-            except OSError:
+            except OSError:  # the process ended
                 self.answers[key] = False
         return self.answers.get(key)
 
@@ -220,8 +215,7 @@ class _Warmer:
 def _ready_in_background(w, x, shape):
     """Whether torch.compile's cache holds the kernel for `w` and `x` (None: not yet, False: never)."""
     global _warmer
-    if _warmer is None:
-        _warmer = _Warmer()
+    _warmer = _warmer or _Warmer()
     return _warmer.ask(json.dumps(_spec(w, x), sort_keys=True), shape)
 
 
@@ -270,8 +264,7 @@ def sharing_cores():
     try:
         yield
     finally:
-        if busy:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
 
 
 def wait():
