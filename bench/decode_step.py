@@ -44,6 +44,8 @@ from helpers import KVCache, forward, kernels, linear, linear_each, load_model, 
 from helpers.check import PROMPT
 from helpers.int8 import Int8Weight, weight_bytes, whole_of
 
+kernels.BACKGROUND = False  # compiled in this process on first use: what is timed here is the kernels
+
 # A layer's matrices, grouped as `linear_each` takes them.
 LAYER_PRODUCTS = (("wq", "wk", "wv"), ("wo",), ("w1", "w3"), ("w2",))
 

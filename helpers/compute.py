@@ -45,6 +45,13 @@ def linear(x, w):
     # The result is built transposed, one row per row of w, so that each block's product fills whole
     # rows of it in place (out=).
     out_t = x.new_empty(w.shape[0], x_t.shape[1])
+    with kernels.sharing_cores():
+        _blocks(w, x_t, out_t, rows, int8)
+    return out_t.T.contiguous().view(*x.shape[:-1], w.shape[0])
+
+
+def _blocks(w, x_t, out_t, rows, int8):
+    """out_t = w @ x_t, `rows` rows of w at a time converted into the reused float32 buffer."""
     for start in range(0, w.shape[0], rows):
         n = min(rows, w.shape[0] - start)
         upcast = _buffer[: n * w.shape[1]].view(n, w.shape[1])
@@ -53,7 +60,6 @@ def linear(x, w):
         else:
             upcast.copy_(w[start : start + n])
         torch.mm(upcast, x_t, out=out_t[start : start + rows])
-    return out_t.T.contiguous().view(*x.shape[:-1], w.shape[0])
 
 
 def linear_each(x, *ws):

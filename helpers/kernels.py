@@ -1,11 +1,21 @@
 """Compiled one-row kernels: a single row times a bf16 or int8 matrix, converting each weight in a register.
 
 `one_row(x, w)` is `x @ w.T` for one row `x` by a kernel torch.compile generates, or None where no
-kernel applies (several rows, a matrix smaller than a real Llama 3's) or compiling is unavailable
-(no C++ compiler, say: then never tried again). `compiled()` lists what was built, `reset()` forgets
-it. The kernels read a matrix as PARTS blocks of rows side by side. docs/kernels.md gives the
-measurements behind these choices.
+kernel applies (several rows, a matrix smaller than a real Llama 3's), where it is still being
+compiled, or where compiling is unavailable (no C++ compiler: then never tried again). Kernels are
+compiled in a background process that fills torch.compile's cache, so that decoding goes on by
+the block path meanwhile; the caller then loads each from the cache. `wait()` waits for them,
+`compiled()` lists what was built, `reset()` forgets it. The kernels read a matrix as PARTS blocks of
+rows side by side. docs/kernels.md gives the measurements behind these choices.
 """
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
 
 import torch
 
@@ -15,15 +25,20 @@ from .int8 import Int8Weight
 # the kernels; the tiny model's (64 or 224 wide), bound by overheads, do not.
 MIN_ELEMENTS = 1 << 20
 MIN_WIDTH = 1024
-# torch.compile builds one kernel per matrix shape; past MAX_SHAPES for a kernel (torch.compile's own
-# limit is 8 per function), new shapes get None.
+# torch.compile builds one kernel per matrix shape and thread count; past MAX_SHAPES shapes, None.
 MAX_SHAPES = 8
 # The int8 kernel is compiled with multiply-adds (FMA): it spends most of its time in arithmetic.
 INT8_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
 PARTS = 4
 
+# Compile in a background process (LLAMA3_COMPILE_IN_BACKGROUND=0: in the caller, on first use).
+BACKGROUND = os.environ.get("LLAMA3_COMPILE_IN_BACKGROUND", "1") != "0"
+# Tell Inductor the CPU's vector instructions as ATen found them, instead of its test compile (about 5 s).
+OWN_ISA_CHECK = os.environ.get("LLAMA3_INDUCTOR_ISA_CHECK") != "1"
+
 _kernels = {}  # False (bf16) or True (int8) -> its compiled kernel, or False where it cannot be built
 _shapes = set()  # (matrix shape, its dtype or (torch.int8, group size), row dtype) of each shape built
+_warmer = None  # the background process that fills the compile cache, and what it answered
 
 
 def _rows_times(w, x):
@@ -66,9 +81,26 @@ def _matvec_int8(words, scales, x4):
     return _in_parts(_rows_times_int8, (words, scales), x4)
 
 
+def configure():
+    """Inductor's settings for the kernels: as many threads as torch is given at each call, and with
+    OWN_ISA_CHECK the CPU's vector instructions as ATen found them at start-up (AVX2 or AVX-512), taken as
+    usable without Inductor's test compile; otherwise (or on another CPU) Inductor's own check."""
+    import torch._inductor.config as inductor
+    inductor.cpp.dynamic_threads = True  # else a kernel keeps the thread count it was compiled with
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * MAX_SHAPES)
+    known = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    inductor.cpp.vec_isa_ok = True if OWN_ISA_CHECK and known else None
+
+
+def cpp_compiler():
+    """The C++ compiler torch.compile would use (`CXX`, else g++), or None where there is none."""
+    return shutil.which(os.environ.get("CXX") or "g++")
+
+
 def new_kernel(int8, parts=PARTS):
     """A newly compiled one-row kernel for int8 (or bf16) weights reading `parts` blocks of rows; it takes
     `kernel_inputs(w, x)`. `one_row` uses one of its own (`kernel`)."""
+    configure()
     if parts == PARTS:
         return torch.compile(_matvec_int8, dynamic=False, options=INT8_OPTIONS) if int8 else \
             torch.compile(_matvec, dynamic=False)
@@ -90,8 +122,7 @@ def kernel_inputs(w, x):
 
 
 def kernel(int8):
-    """The compiled kernel `one_row` uses for int8 (or bf16) weights; None before its first use, False where
-    it could not be built."""
+    """The compiled kernel for int8 (or bf16) weights; None before it, False where it cannot be."""
     return _kernels.get(int8)
 
 
@@ -102,19 +133,111 @@ def applies(x, w):
     return x.numel() == x.shape[-1] and w.numel() >= MIN_ELEMENTS and w.shape[1] >= MIN_WIDTH
 
 
+def _spec(w, x):
+    """What the background process needs to compile a kernel for `w` and `x`: shapes, dtypes, threads."""
+    int8, name = isinstance(w, Int8Weight), lambda dtype: str(dtype).removeprefix("torch.")
+    return {"int8": int8, "shape": list(w.shape), "group": w.group_size if int8 else None,
+            "dtype": None if int8 else name(w.dtype), "x": name(x.dtype), "threads": torch.get_num_threads()}
+
+
+def _inputs_like(spec):
+    """Inputs of the spec's shapes and dtypes, uninitialised: compiling needs no weights."""
+    rows, dim = spec["shape"]
+    w = Int8Weight(torch.empty(rows, dim, dtype=torch.int8), torch.empty(rows, dim // spec["group"])) \
+        if spec["int8"] else torch.empty(rows, dim, dtype=getattr(torch, spec["dtype"]))
+    return kernel_inputs(w, torch.empty(dim, dtype=getattr(torch, spec["x"])))
+
+
+def warm(spec):
+    """Compile the kernel for `spec` into torch.compile's cache; whether it worked. Where it fails with
+    OWN_ISA_CHECK, it tries again with Inductor's own check of the CPU, and keeps to that."""
+    global OWN_ISA_CHECK
+    torch.set_num_threads(spec["threads"])
+    for own in dict.fromkeys((OWN_ISA_CHECK, False)):
+        OWN_ISA_CHECK = own
+        try:
+            with torch.inference_mode():
+                new_kernel(spec["int8"])(*_inputs_like(spec))
+            return True
+        except Exception:  # no C++ compiler, or a platform torch.compile does not support
+            torch._dynamo.reset()
+    return False
+
+
+def warm_main():
+    """The background process: compile each spec read from stdin, answer `{"key": ..., "ok": ...}` on stdout."""
+    os.nice(5)
+    for line in sys.stdin:
+        ok = warm(json.loads(line))
+        print(json.dumps({"key": line.strip(), "ok": ok, "own_isa_check": OWN_ISA_CHECK}), flush=True)
+
+
+class _Warmer:
+    """The background process and what it has answered (key -> ok); a thread reads its answers."""
+
+    def __init__(self):
+        self.answers, self.asked, self.shapes, self.done = {}, set(), {}, threading.Condition()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from helpers.kernels import warm_main; warm_main()"], text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            answer = json.loads(line)
+            global OWN_ISA_CHECK
+            OWN_ISA_CHECK = OWN_ISA_CHECK and answer["own_isa_check"]  # compile here as it compiled there
+            with self.done:
+                self.answers[answer["key"]] = answer["ok"]
+                self.done.notify_all()
+        with self.done:  # the process ended: what it did not answer will not be built
+            self.answers.update({key: False for key in self.asked - self.answers.keys()})
+            self.done.notify_all()
+
+    def ask(self, key, shape):
+        """The answer for `key` (True: in the cache, False: cannot be built), or None after asking for it."""
+        if key not in self.asked:
+            self.asked.add(key)
+            self.shapes[key] = shape
+            try:
+                self.process.stdin.write(key + "\n")
+                self.process.stdin.flush()
+            except OSError:  # the process ended
+                self.answers[key] = False
+        return self.answers.get(key)
+
+    def wait(self):
+        with self.done:
+            self.done.wait_for(lambda: self.asked <= self.answers.keys())
+
+
+def _ready_in_background(w, x, shape):
+    """Whether torch.compile's cache holds the kernel for `w` and `x` (None: not yet, False: never)."""
+    global _warmer
+    _warmer = _warmer or _Warmer()
+    return _warmer.ask(json.dumps(_spec(w, x), sort_keys=True), shape)
+
+
 def one_row(x, w):
-    """`x @ w.T` for one row `x` (..., dim) by a compiled kernel, in x's dtype; None where none applies."""
+    """`x @ w.T` for one row `x` (..., dim) by a compiled kernel, in x's dtype; None where none applies yet."""
     if not applies(x, w):
         return None
     int8 = isinstance(w, Int8Weight)
+    if _kernels.get(int8) is None and not cpp_compiler():
+        _kernels[int8] = False  # no C++ compiler: the block path from now on
     fn = _kernels.get(int8)
-    if fn is None:
-        fn = new_kernel(int8)
     shape = (tuple(w.shape), (torch.int8, w.group_size) if int8 else w.dtype, x.dtype)
     built = sum(isinstance(s[1], tuple) == int8 for s in _shapes)
     if fn is False or (shape not in _shapes and built >= MAX_SHAPES):
         return None
+    if shape not in _shapes and BACKGROUND:
+        ready = _ready_in_background(w, x, shape)
+        if not ready:
+            _kernels[int8] = False if ready is False else fn
+            return None
     try:
+        fn = fn or new_kernel(int8)
         # Always in inference mode, on a row made in it, so that each shape is compiled once whatever mode
         # the caller is in (a row made outside would compile it again).
         outside = not torch.is_inference_mode_enabled()
@@ -130,9 +253,33 @@ def one_row(x, w):
     return out.view(*x.shape[:-1], w.shape[0])
 
 
+@contextlib.contextmanager
+def sharing_cores():
+    """One thread fewer while the background process compiles: a decoded token's block path then does not
+    wait for a thread the compiler holds (with 2 threads on 2 busy cores, it ran many times slower)."""
+    threads = torch.get_num_threads()
+    busy = _warmer is not None and threads > 1 and not _warmer.asked <= _warmer.answers.keys()
+    if busy:
+        torch.set_num_threads(threads - 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def wait():
+    """Wait until the background process has compiled every kernel asked for (the next use loads it)."""
+    if _warmer is not None:
+        _warmer.wait()
+
+
 def compiled():
-    """What `one_row` compiled: a set of (matrix shape, its dtype or (torch.int8, group size), row dtype)."""
-    return set(_shapes)
+    """What `one_row` compiled, after waiting for the background process: a set of (matrix shape, its dtype
+    or (torch.int8, group size), row dtype), the kernels built in the background and not yet used included."""
+    wait()
+    built = {_warmer.shapes[key] for key, ok in _warmer.answers.items() if ok} if _warmer else set()
+    off = {int8 for int8, fn in _kernels.items() if fn is False}
+    return _shapes | {shape for shape in built if isinstance(shape[1], tuple) not in off}
 
 
 def unavailable():
@@ -141,6 +288,12 @@ def unavailable():
 
 
 def reset():
-    """Forget the kernels and what they compiled, as if none had been used (for tests and benchmarks)."""
+    """Forget the kernels and what they compiled, as if none had been used (for tests and benchmarks). The
+    background process stays, and so does torch.compile's cache: a kernel asked for again loads sooner."""
+    wait()
     _kernels.clear()
     _shapes.clear()
+    if _warmer is not None:
+        _warmer.asked.clear()
+        _warmer.answers.clear()
+        _warmer.shapes.clear()

@@ -302,3 +302,19 @@ def test_the_decode_step_benchmark_refuses_parts_that_are_not_positive_numbers(s
     with pytest.raises(SystemExit):
         load_script("bench/decode_step.py").main([str(small_tied_dir), "--compare-parts", parts])
     assert "is not a list of positive whole numbers" in capsys.readouterr().err
+
+
+def test_the_ratios_table_prints_the_course_alone_where_llama_cpp_is_not_built(small_dir, tmp_path, capsys):
+    """bench/ratios.py on a small model with no llama.cpp build: the course's side, and a line saying so."""
+    ratios = load_script("bench/ratios.py")
+    ratios.main([str(small_dir), "--work", str(tmp_path), "--threads", "1", "--repetitions", "2", "--gen", "2",
+                 "--prompt", "5", "--reads", "1", "--read-mib", "8"])
+    printed = capsys.readouterr().out
+    assert "llama.cpp is not built in" in printed and "Machine: " in printed
+    assert "Read rate (best of 1 sums of 8 MiB through torch): " in printed
+    rows = [line for line in printed.splitlines() if line.startswith("| small (2 layers, dim 64) |")]
+    assert len(rows) == 4  # bf16 and int8, prefill and decode, one thread
+    assert all("| not built | - |" in row for row in rows)
+    assert [row.split(" | ")[1:4] for row in rows] == [
+        ["bf16", "1", "prefill 5 (s)"], ["bf16", "1", "decode 2 (tokens/s)"],
+        ["int8 / Q8_0", "1", "prefill 5 (s)"], ["int8 / Q8_0", "1", "decode 2 (tokens/s)"]]

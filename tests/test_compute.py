@@ -11,9 +11,17 @@ def weights_and_row(rows=384, dim=256):
     return torch.randn(rows, dim, generator=g).to(torch.bfloat16), torch.randn(1, dim, generator=g)
 
 
+def kernel_linear(x, w):
+    """linear(x, w) by the one-row kernel: asked for on a first call (which takes the block path), compiled in
+    the background, then used."""
+    linear(x, w)
+    kernels.wait()
+    return linear(x, w)
+
+
 def test_one_row_takes_the_compiled_kernel_and_agrees(fresh_fused):
     w, x = weights_and_row()
-    fused = linear(x, w)
+    fused = kernel_linear(x, w)
     assert kernels.compiled() == {((384, 256), torch.bfloat16, torch.float32)}  # the kernel ran
     kernels.MIN_ELEMENTS = w.numel() + 1  # now the block path
     torch.testing.assert_close(fused, linear(x, w), rtol=1e-5, atol=1e-5)
@@ -27,14 +35,79 @@ def test_without_a_compiler_the_block_path_takes_over(fresh_fused, monkeypatch):
         raise RuntimeError("no C++ compiler")
     monkeypatch.setattr(torch, "compile", lambda function, **options: cannot_build)
     w, x = weights_and_row()
-    torch.testing.assert_close(linear(x, w), x @ w.float().T, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kernel_linear(x, w), x @ w.float().T, rtol=1e-5, atol=1e-5)
     assert kernels.unavailable() == {"bf16"} and kernels.compiled() == set()
+
+
+def test_a_machine_with_no_cpp_compiler_decodes_by_the_block_path(tiny, fresh_fused, monkeypatch):
+    """No C++ compiler (here: CXX names none): no kernel is tried, and decoding gives the same tokens."""
+    from helpers import generate
+
+    prompt = "the answer to the ultimate question of life, the universe, and everything is "
+    kernels.MIN_ELEMENTS = 1 << 40  # the block path alone
+    expected = generate(tiny, prompt, 4, stop_ids=()).new_ids
+    kernels.MIN_ELEMENTS = 0
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    assert kernels.cpp_compiler() is None
+    assert generate(tiny, prompt, 4, stop_ids=()).new_ids == expected
+    assert kernels.unavailable() == {"bf16"} and kernels.compiled() == set()
+
+
+def test_the_first_row_takes_the_block_path_while_its_kernel_compiles_in_the_background(fresh_fused):
+    w, x = weights_and_row(rows=192)
+    first = linear(x, w)
+    assert kernels.kernel(int8=False) is None and not kernels._shapes  # not compiled here, not waited for
+    assert kernels.compiled() == {((192, 256), torch.bfloat16, torch.float32)}  # built in the background
+    assert_close(linear(x, w), first)
+    assert kernels._shapes == kernels.compiled()  # and now used
+
+
+@pytest.fixture
+def inductor():
+    """Inductor's config, its settings the kernels change put back afterwards."""
+    import torch._inductor.config as inductor
+
+    saved = inductor.cpp.vec_isa_ok, inductor.cpp.dynamic_threads
+    yield inductor
+    inductor.cpp.vec_isa_ok, inductor.cpp.dynamic_threads = saved
+
+
+def test_the_cpus_vector_instructions_come_from_aten_without_a_test_compile(inductor, monkeypatch):
+    kernels.configure()
+    known = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    assert inductor.cpp.vec_isa_ok is (True if known else None)
+    assert inductor.cpp.dynamic_threads  # a kernel uses the threads torch has at each call
+    monkeypatch.setattr(kernels, "OWN_ISA_CHECK", False)
+    kernels.configure()
+    assert inductor.cpp.vec_isa_ok is None  # Inductor's own check
+
+
+def test_where_compiling_with_the_own_check_fails_inductors_check_takes_over(inductor, monkeypatch):
+    """A compiler that cannot build for the instructions ATen found: the kernel is built again with
+    Inductor's own check of the CPU, and that check is kept."""
+    monkeypatch.setattr(kernels, "OWN_ISA_CHECK", True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    tried = []
+
+    def new_kernel(int8):
+        kernels.configure()
+        tried.append(inductor.cpp.vec_isa_ok)
+        if inductor.cpp.vec_isa_ok:
+            raise RuntimeError("cc1plus: error: unrecognized command-line option")
+        return lambda *inputs: None
+
+    monkeypatch.setattr(kernels, "new_kernel", new_kernel)
+    spec = {"int8": False, "shape": [8, 16], "group": None, "dtype": "bfloat16", "x": "float32", "threads": 1}
+    assert kernels.warm(spec) and tried == [True, None] and kernels.OWN_ISA_CHECK is False
+    tried.clear()
+    monkeypatch.setattr(kernels, "new_kernel", lambda int8: 1 / 0)
+    assert not kernels.warm(spec)  # nothing works: the block path
 
 
 def test_past_the_shape_limit_new_shapes_take_the_block_path(fresh_fused, monkeypatch):
     monkeypatch.setattr(kernels, "MAX_SHAPES", 1)
     w, x = weights_and_row()
-    linear(x, w)
+    kernel_linear(x, w)
     w2, x2 = weights_and_row(rows=128)
     torch.testing.assert_close(linear(x2, w2), x2 @ w2.float().T, rtol=1e-5, atol=1e-5)
     assert kernels.compiled() == {((384, 256), torch.bfloat16, torch.float32)}
@@ -50,7 +123,7 @@ def test_several_rows_take_the_block_path(fresh_fused):
 def test_assert_close_allows_rounding_and_refuses_mistakes(fresh_fused):
     """The course's one tolerance: the one-row kernel and the block path agree under it, a mistake does not."""
     w, x = weights_and_row(rows=4096, dim=4096)
-    fused = linear(x, w)
+    fused = kernel_linear(x, w)
     kernels.MIN_ELEMENTS = w.numel() + 1
     blocks = linear(x, w)
     assert not torch.equal(fused, blocks)  # another order of the same sums: the last bits differ...
@@ -94,7 +167,7 @@ def test_a_row_made_in_or_out_of_inference_mode_takes_the_same_compiled_kernel(f
 
     w, x = weights_and_row(rows=320)  # a shape no other test compiles
     w = quantize_int8(w) if int8 else w
-    expected = linear(x, w)
+    expected = kernel_linear(x, w)
     code = kernels.kernel(int8)._torchdynamo_orig_callable
     compiled = len(_debug_get_cache_entry_list(code))
     with torch.inference_mode():
@@ -114,6 +187,6 @@ def test_rows_that_do_not_divide_into_the_parts_still_come_out_whole_and_in_orde
     assert rows % kernels.PARTS and (rows > kernels.PARTS) == (rows == 257)
     w, x = weights_and_row(rows=rows)
     w = quantize_int8(w) if int8 else w
-    out = linear(x, w)
-    assert kernels.compiled() and out.shape == (1, rows)  # the compiled kernel ran
+    out = kernel_linear(x, w)
+    assert kernels._shapes and out.shape == (1, rows)  # the compiled kernel ran
     assert_close(out, x @ dequantize(w).T)

@@ -1,0 +1,219 @@
+"""The course against llama.cpp and against the memory-read limit, in one run, on the same checkpoints.
+
+    .venv/bin/python scripts/write_synthetic_checkpoint.py /tmp/llama3-1b --shape 3.2-1b
+    .venv/bin/python scripts/write_synthetic_checkpoint.py /tmp/llama3-8b --shape 3-8b
+    .venv/bin/python bench/ratios.py /tmp/llama3-1b /tmp/llama3-8b
+
+For each checkpoint folder, each weight type (bf16, and int8 against llama.cpp's Q8_0) and each
+thread count (1 and 2; 4 where the machine has 4 cores), it times a prompt of --prompt tokens (17,
+the classic prompt's length) and --gen tokens decoded one at a time (32), the course and llama.cpp
+taking turns, --repetitions times. Each pair of turns gives a ratio, course over llama.cpp; the table
+shows their median and their spread (lowest to highest).
+
+The memory-read limit: the same run reads a large float32 tensor through torch (`sum`, the best of
+--reads reads, at each thread count); the weights a decoded token must read, divided by that rate,
+is the shortest time a token can take. Each speed is printed as a fraction of it.
+
+llama.cpp comes from bench/llama_cpp.py: its build in --work is reused (this script never builds),
+and its GGUF files are reused or written there. Without a build, the course's side is printed alone,
+with the command that makes one. No figure here is a test: speeds depend on the machine and its load.
+"""
+
+import argparse
+import datetime
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from helpers import KVCache, forward, kernels, load_model, quantize_model, weight_bytes
+
+HERE = Path(__file__).resolve().parent
+PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
+
+
+def bench_module(name):
+    """A sibling script of bench/ imported as a module (bench/ is no package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+llama_cpp = bench_module("llama_cpp")
+say = llama_cpp.say
+
+
+def read_rate(threads, reads=5, size=1 << 30):
+    """The machine's read rate in bytes/s with `threads` threads: the best of `reads` sums of `size` bytes."""
+    torch.set_num_threads(threads)
+    data = torch.ones(size // 4)
+    best = float("inf")
+    for _ in range(reads):
+        started = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - started)
+    return size / best
+
+
+def prompt_tokens(model, length):
+    """`length` token ids: the classic prompt's, repeated or cut to length."""
+    ids = model.tokenizer.encode(PROMPT) if model.tokenizer is not None else [128000]
+    return (ids * (length // len(ids) + 1))[:length]
+
+
+@torch.inference_mode()
+def course_run(model, tokens, gen):
+    """(prefill seconds, decode tokens/s): one forward of `tokens`, then `gen` tokens one at a time."""
+    cache = KVCache(model.params, len(tokens) + gen)
+    started = time.perf_counter()
+    logits = forward(model, tokens, cache)
+    prefill = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(gen):
+        logits = forward(model, [int(logits[-1].argmax())], cache)
+    return prefill, gen / (time.perf_counter() - started)
+
+
+def llama_cpp_run(bin_dir, gguf, prompt, gen, threads):
+    """(prefill seconds, decode tokens/s) of one llama-bench run of each; None for a run that failed."""
+    pp = llama_cpp.llama_bench(bin_dir, gguf, prompt, 0, threads, 1)
+    tg = llama_cpp.llama_bench(bin_dir, gguf, 0, gen, threads, 1)
+    return (pp["avg_ns"] / 1e9 if isinstance(pp, dict) else None,
+            tg["avg_ts"] if isinstance(tg, dict) else None)
+
+
+def gguf_files(bin_dir, model_dir, work, types):
+    """The BF16 and Q8_0 GGUF files of `model_dir` in work/gguf, written where missing."""
+    gguf_dir = work / "gguf"
+    gguf_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(model_dir).resolve().name
+    files = {"bf16": gguf_dir / f"{stem}-bf16.gguf", "int8": gguf_dir / f"{stem}-q8_0.gguf"}
+    if not files["bf16"].is_file():
+        say(f"Writing {files['bf16']} ...")
+        llama_cpp.write_gguf(model_dir, files["bf16"], llama_cpp.import_gguf(), name=stem)
+    if "int8" in types and not files["int8"].is_file():
+        say(f"Quantising to {files['int8']} ...")
+        params = llama_cpp.load_params(model_dir)
+        llama_cpp.quantize(bin_dir, files["bf16"], files["int8"], llama_cpp.params_weights(params), 15)
+    return files
+
+
+def spread(values, fmt):
+    """'median (lowest to highest)' of the values that exist, or '-'."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    middle = fmt.format(statistics.median(values))
+    return middle if len(values) == 1 else f"{middle} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def measure(model, gguf, bin_dir, args, threads, rates):
+    """The table's rows for one model and weight type, the course and llama.cpp taking turns."""
+    tokens = prompt_tokens(model, args.prompt)
+    rows = []
+    for n in threads:
+        torch.set_num_threads(n)
+        course_run(model, tokens, 2)  # warm-up: pages mapped, compiled kernels asked for ...
+        kernels.wait()
+        course_run(model, tokens, 2)  # ... and loaded
+        course, peer = [], []
+        for _ in range(args.repetitions):
+            torch.set_num_threads(n)
+            course.append(course_run(model, tokens, args.gen))
+            if bin_dir is not None:
+                peer.append(llama_cpp_run(bin_dir, gguf, args.prompt, args.gen, n))
+        rows.append((n, course, peer, rates[n]))
+    return rows
+
+
+def print_rows(label, kind, rows, course_bytes, peer_bytes, args):
+    for n, course, peer, rate in rows:
+        for i, (what, unit, fmt) in enumerate([(f"prefill {args.prompt}", "s", "{:.2f}"),
+                                               (f"decode {args.gen}", "tokens/s", "{:.2f}")]):
+            mine = [c[i] for c in course]
+            theirs = [p[i] for p in peer]
+            ratios = [None if t is None else (t / m if i == 0 else m / t) for m, t in zip(mine, theirs, strict=False)]
+            # The limit: the weights read once, at the measured rate (a time for prefill, a speed for decode).
+            bound = course_bytes / rate if i == 0 else rate / course_bytes
+            bound_peer = peer_bytes / rate if i == 0 else rate / peer_bytes
+            of_limit = [bound / m if i == 0 else m / bound for m in mine]
+            of_limit_peer = [None if t is None else (bound_peer / t if i == 0 else t / bound_peer) for t in theirs]
+            say(f"| {label} | {kind} | {n} | {what} ({unit}) | {spread(mine, fmt)} | "
+                f"{spread(theirs, fmt) if peer else 'not built'} | {spread(ratios, '{:.2f}')} | "
+                f"{spread(of_limit, '{:.2f}')} | {spread(of_limit_peer, '{:.2f}')} |")
+
+
+def commit():
+    try:
+        return subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dirs", nargs="+", help="Meta Llama 3 folders (synthetic ones of real shapes will do)")
+    parser.add_argument("--types", default="bf16,int8", help="bf16 and/or int8 (against llama.cpp's Q8_0)")
+    default_threads = "1,2,4" if (os.cpu_count() or 1) >= 4 else "1,2"
+    parser.add_argument("--threads", default=default_threads, help=f"thread counts (default {default_threads})")
+    parser.add_argument("--prompt", type=int, default=17, help="prompt tokens (default 17)")
+    parser.add_argument("--gen", type=int, default=32, help="tokens decoded one at a time (default 32)")
+    parser.add_argument("--repetitions", type=int, default=3, help="turns of each side (default 3)")
+    parser.add_argument("--reads", type=int, default=5, help="reads to measure the read rate (default 5)")
+    parser.add_argument("--read-mib", type=int, default=1024,
+                        help="MiB each read takes, far more than the CPU's caches (default 1024)")
+    parser.add_argument("--work", type=Path, default=llama_cpp.DEFAULT_WORK,
+                        help=f"bench/llama_cpp.py's build and GGUF folder (default {llama_cpp.DEFAULT_WORK})")
+    args = parser.parse_args(argv)
+    types = [t.strip() for t in args.types.split(",") if t.strip()]
+    threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    if not types or set(types) - {"bf16", "int8"}:
+        parser.error(f"--types takes bf16 and int8, not {args.types!r}")
+
+    say(f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit {commit()}, torch {torch.__version__}")
+    say(f"Machine: {llama_cpp.machine()}")
+    say(f"Load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 minutes)")
+    bin_dir = args.work / "build" / "bin"
+    if not all((bin_dir / program).is_file() for program in llama_cpp.PROGRAMS):
+        say(f"llama.cpp is not built in {bin_dir}: the course's side alone. To build it (5 to 60 minutes), run "
+            f"`.venv/bin/python bench/llama_cpp.py DIR --work {args.work}` once.")
+        bin_dir = None
+    rates = {n: read_rate(n, args.reads, args.read_mib << 20) for n in threads}
+    measured = ", ".join(f"{rates[n] / 1e9:.1f} GB/s with {n} thread{'s' * (n > 1)}" for n in threads)
+    say(f"Read rate (best of {args.reads} sums of {args.read_mib} MiB through torch): {measured}")
+
+    table = []
+    for model_dir in args.model_dirs:
+        files = gguf_files(bin_dir, model_dir, args.work, types) if bin_dir else {}
+        model = load_model(model_dir, verbose=False)
+        label = f"{Path(model_dir).name} ({model.params.n_layers} layers, dim {model.params.dim})"
+        for kind in types:
+            course_model = quantize_model(model) if kind == "int8" else model
+            # Bytes a decoded token reads: the matrices (llama.cpp's Q8_0: 34 bytes for 32 weights).
+            course_bytes = weight_bytes(course_model)
+            peer_bytes = weight_bytes(model) * (1 if kind == "bf16" else 34 / 64)
+            say(f"Measuring {label}, {kind}: {course_bytes / 1e9:.2f} GB of matrices a token ...")
+            rows = measure(course_model, files.get(kind), bin_dir, args, threads, rates)
+            table.append((label, "bf16" if kind == "bf16" else "int8 / Q8_0", rows, course_bytes, peer_bytes))
+            del course_model
+        del model
+
+    say()
+    say(f"Course ÷ llama.cpp: speed over speed (time over time for the prompt); median of {args.repetitions} "
+        "turns (lowest-highest). ÷ limit: the fraction of the memory-read limit reached.")
+    say("| model | weights | threads | what | course | llama.cpp | course ÷ llama.cpp | course ÷ limit | "
+        "llama.cpp ÷ limit |")
+    say("|---|---|---|---|---|---|---|---|---|")
+    for label, kind, rows, course_bytes, peer_bytes in table:
+        print_rows(label, kind, rows, course_bytes, peer_bytes, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
