@@ -44,8 +44,6 @@ from helpers import KVCache, forward, kernels, linear, linear_each, load_model, 
 from helpers.check import PROMPT
 from helpers.int8 import Int8Weight, weight_bytes, whole_of
 
-kernels.BACKGROUND = False  # compiled in this process on first use: what is timed here is the kernels
-
 # A layer's matrices, grouped as `linear_each` takes them.
 LAYER_PRODUCTS = (("wq", "wk", "wv"), ("wo",), ("w1", "w3"), ("w2",))
 
@@ -100,6 +98,7 @@ def seconds(fn):
 
 
 def main(argv=None):
+    kernels.BACKGROUND = False  # compiled in this process on first use: what is timed here is the kernels
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model_dir", type=Path, help="a Llama 3 checkpoint folder (params.json, consolidated.00.pth)")
     parser.add_argument("--bf16", action="store_true", help="keep the bf16 weights instead of quantising to int8")

@@ -54,10 +54,10 @@ def test_a_machine_with_no_cpp_compiler_decodes_by_the_block_path(tiny, fresh_fu
 
 
 def test_the_first_row_takes_the_block_path_while_its_kernel_compiles_in_the_background(fresh_fused):
-    w, x = weights_and_row(rows=192)
+    w, x = weights_and_row(rows=176)  # a shape no other test compiles: no kernel for it is waiting
     first = linear(x, w)
     assert kernels.kernel(int8=False) is None and not kernels._shapes  # not compiled here, not waited for
-    assert kernels.compiled() == {((192, 256), torch.bfloat16, torch.float32)}  # built in the background
+    assert kernels.compiled() == {((176, 256), torch.bfloat16, torch.float32)}  # built in the background
     assert_close(linear(x, w), first)
     assert kernels._shapes == kernels.compiled()  # and now used
 
