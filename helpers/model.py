@@ -83,6 +83,12 @@ def shown(path):
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
+def downloaded_model_dirs():
+    """The folders where notebook 00 downloads each model of `MODELS` (original/, or the folder above it for
+    Hugging Face's format) that hold a model, in the order of `MODELS`."""
+    return [d for repo in MODELS for d in (download_dir(repo), download_dir(repo).parent) if is_model_dir(d)]
+
+
 def find_model(path=None, verbose=True):
     """The folder of the model to use, chosen in the order of this module's docstring."""
     others = []
@@ -101,8 +107,7 @@ def find_model(path=None, verbose=True):
             )
     elif kaggle := kaggle_model_dirs():
         (path, *others), reason = kaggle, "a Kaggle input"
-    elif downloaded := [d for repo in MODELS for d in (download_dir(repo), download_dir(repo).parent)
-                        if is_model_dir(d)]:
+    elif downloaded := downloaded_model_dirs():
         (path, *others), reason = downloaded, "downloaded by notebook 00"
     else:
         path, reason = TINY_MODEL_DIR, "the embedded tiny Llama 3; no larger model was found"

@@ -11,7 +11,8 @@ again) and peak anonymous memory (what the kernel holds itself: the memory that 
 non-zero if any notebook failed.
 
 `--write` always uses the tiny model, whatever model is attached: the committed outputs are the ones
-`make test` compares, on the tiny model, on every machine.
+`make test` compares, on the tiny model, on every machine. It lets the notebooks find it by themselves,
+as a learner's would without a larger model, and points LLAMA3_DIR at it only where another is found.
 """
 
 import argparse
@@ -115,7 +116,13 @@ def main():
              if not args.only or p.name.startswith(tuple(args.only))]
     if not paths:
         sys.exit(f"No notebook matches {args.only} in notebooks/.")
-    model_dir = TINY_MODEL_DIR if args.write else args.model
+    model_dir = args.model
+    if args.write:
+        from helpers.model import downloaded_model_dirs, kaggle_model_dirs
+
+        # The tiny model, found by the search as in a learner's fresh clone; pinned only where another is here.
+        os.environ.pop("LLAMA3_DIR", None)
+        model_dir = TINY_MODEL_DIR if kaggle_model_dirs() or downloaded_model_dirs() else None
     failed, start = [], time.perf_counter()
     print(f"{'notebook':<32} {'time':>8} {'peak RSS':>10} {'peak anon':>10}")
     for path in paths:

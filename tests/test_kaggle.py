@@ -25,12 +25,11 @@ packaging = load_script("scripts/package_course.py")
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 # Where each of Kaggle's two layouts mounts a dataset called llama3-from-scratch of the user "tester".
 LAYOUTS = {"type-prefixed": "datasets/tester/llama3-from-scratch", "legacy": "llama3-from-scratch"}
-# The one line a run from the dataset prints otherwise than the committed run, which pins the repository's
-# tiny model with LLAMA3_DIR (see conftest.py): there the model is found by the search, in the package.
+# The one line a run from the dataset prints otherwise than the committed run in a clone: where the tiny model is.
 SANITIZE = (REPO_ROOT / "notebooks" / "nbval_sanitize.cfg").read_text() + """
-[the tiny model, found in the package rather than pinned]
+[the tiny model, found in the package]
 regex: Model: helpers/tiny_llama3 \\(the embedded tiny Llama 3; no larger model was found\\)\\.
-replace: Model: data/tiny-llama3 (from LLAMA3_DIR).
+replace: Model: data/tiny-llama3 (the embedded tiny Llama 3; no larger model was found).
 """
 # Runs a notebook in the Python this is given to, and prints how it ended, as JSON.
 EXECUTE = """
