@@ -1,4 +1,4 @@
-"""A layer-by-layer debugger: your pieces of the forward pass next to the course's (notebook 03b).
+"""A layer-by-layer debugger: your pieces of the forward pass next to the course's (notebook 07b).
 
     print(compare_forward(model, tokens, attention=my_attention))
 
@@ -120,7 +120,7 @@ def residual_on_normalised(sublayer):
 # The debugger's own wording of two mistakes, which it names before the checks' own.
 OWN_PIECE_MISTAKES = [
     ("RoPE pairs x_i with x_(i + head_dim/2), Hugging Face's layout, but Meta's wq/wk rows pair neighbours "
-     "(x0, x1), (x2, x3), ...: rotate adjacent pairs, or permute the rows (notebook 03b)",
+     "(x0, x1), (x2, x3), ...: rotate adjacent pairs, or permute the rows (notebook 07b)",
      {"attention": with_parts(attention, apply_rope=apply_rope_half_split)}),
     ("w1 and w3 swapped: silu belongs on w1 x (the gate), not on w3 x (the up projection)",
      {"feed_forward": lambda x, w1, w2, w3: feed_forward(x, w3, w2, w1)}),

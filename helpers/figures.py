@@ -28,6 +28,30 @@ PLAIN = "#eef2f7"
 LLAMA3_8B = (SHAPES[DEFAULT_SHAPE].name, params_from_dict(SHAPES[DEFAULT_SHAPE].params))
 
 
+def draw_rope_pairs(head_dim):
+    """One head's numbers x_0 ... x_(head_dim-1), twice: the pairs RoPE turns together in Meta's layout
+    (adjacent) and in Hugging Face's (half a head apart), pair j drawn in colour j in both."""
+    half, colours = head_dim // 2, plt.get_cmap("tab20" if head_dim > 20 else "tab10")
+    pair_of = {"Meta: adjacent pairs (x_2j, x_2j+1)": lambda i: i // 2,
+               "Hugging Face: half-split pairs (x_j, x_j+head_dim/2)": lambda i: i % half}
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * head_dim), 3.6))
+    for row, (title, pair) in enumerate(pair_of.items()):
+        y = 2.6 * (1 - row)
+        ax.text(-0.6, y + 1.75, title, fontsize=9, ha="left")
+        for i in range(head_dim):
+            ax.add_patch(Rectangle((i, y), 0.9, 0.7, color=colours(pair(i) % colours.N), alpha=0.75))
+            ax.text(i + 0.45, y + 0.35, f"x{i}", ha="center", va="center", fontsize=8)
+        for j in range(half):
+            a, b = [i for i in range(head_dim) if pair(i) == j]
+            ax.annotate("", (b + 0.45, y + 0.7), (a + 0.45, y + 0.7), arrowprops={
+                "arrowstyle": "-", "color": colours(j % colours.N), "connectionstyle": "arc3,rad=-0.3"})
+    ax.set_xlim(-0.7, head_dim + 0.2)
+    ax.set_ylim(-0.2, 4.6)
+    ax.axis("off")
+    fig.suptitle(f"one head of {head_dim} numbers: the same colour is one pair, turned by one angle", fontsize=10)
+    return fig
+
+
 def llama_boxes(p):
     """The diagram's boxes, top to bottom: (name, what the step does, its shapes for T tokens from `p`)."""
     q_heads, kv_heads = f"{p.n_heads}×{p.head_dim}", f"{p.n_kv_heads}×{p.head_dim}"

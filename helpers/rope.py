@@ -6,7 +6,7 @@ with theta_j = rope_theta ** (-2j / head_dim): fast turns for the first
 pairs, slow ones for the last. Meta's checkpoint puts the two numbers of a
 pair next to each other (adjacent pairs): `apply_rope`. Hugging Face's
 converted checkpoints pair each number with the one half a head further on,
-their wq/wk rows reordered to match: `apply_rope_half_split` (notebook 03b).
+their wq/wk rows reordered to match: `apply_rope_half_split` (notebook 07b).
 
 Llama 3.1 and later stretch the slow turns so that a long context looks, to
 those pairs, like the one the model was first trained on (`RopeScaling`,

@@ -212,3 +212,19 @@ def test_a_closed_chat_has_no_reply_cell():
     fig = draw_chat_layout(tokenizer, ids)
     assert "reply" not in gids(fig, matplotlib.patches.Rectangle)
     plt.close(fig)
+
+
+@pytest.mark.parametrize("head_dim", [8, 16])
+def test_the_rope_pairs_diagram_colours_each_pair_alike_in_both_layouts(head_dim):
+    from matplotlib.patches import Rectangle
+
+    from helpers.figures import draw_rope_pairs
+
+    fig = draw_rope_pairs(head_dim)
+    boxes = sorted((p for p in fig.axes[0].patches if isinstance(p, Rectangle)), key=lambda p: (-p.get_y(), p.get_x()))
+    meta, hf = [b.get_facecolor() for b in boxes[:head_dim]], [b.get_facecolor() for b in boxes[head_dim:]]
+    half = head_dim // 2
+    assert all(meta[2 * j] == meta[2 * j + 1] for j in range(half))  # adjacent numbers pair up
+    assert all(hf[j] == hf[j + half] for j in range(half))  # numbers half a head apart pair up
+    assert len({*meta}) == half
+    plt.close(fig)

@@ -111,7 +111,7 @@ def stream_lines(notebook, name):
 
 
 def check_notebook(case, path):
-    number = path.name.split("_")[0]  # "03", "03b", ...
+    number = path.name.split("_")[0]  # "03", "07b", ...
     extra = [ONE_ROW_KERNEL_CHECK] if number in KERNEL_KIND else []
     notebook, _ = runner.execute(path, REPO_ROOT / ".cache" / case.folder, extra_cells=extra)
     printed = list(stream_lines(notebook, "stdout"))
