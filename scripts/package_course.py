@@ -1,6 +1,6 @@
 """Package the course for a notebook opened outside a clone.
 
-    python scripts/package_course.py wheel                 # dist/llama3_from_scratch-<version>-py3-none-any.whl
+    python scripts/package_course.py wheel                 # dist/llama3_from_scratch-0.1.0-py3-none-any.whl
     python scripts/package_course.py kaggle --owner NAME   # dist/kaggle/, to upload as one Kaggle Dataset
 
 The wheel holds `helpers` and the embedded tiny Llama 3 (pyproject.toml), for `%pip install` on Colab or
@@ -87,7 +87,7 @@ def kaggle_owner(owner=None):
                                  "(Settings, API, Create New Token), or pass --owner.") from None
     else:
         raise PackagingError(
-            "Whose Kaggle dataset is this? The dataset's id is <your Kaggle username>/" + SLUG + ", and no "
+            f"Whose Kaggle dataset is this? Its id is your Kaggle username, a slash and {SLUG}, and no "
             "username was found: pass it (make kaggle OWNER=yourname, or --owner yourname), set "
             f"KAGGLE_USERNAME, or put Kaggle's API token in {config}.")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,49}", owner):

@@ -12,9 +12,6 @@ from helpers.hf_tokenizer import HFTokenizer
 from helpers.smollm2 import find_smollm2
 from helpers.tokenizer_json import bytes_to_unicode
 
-from conftest import load_script
-
-fetch = load_script("scripts/fetch_smollm2.py")
 # SmolLM2's pre-tokenizer, as llama.cpp writes it for GGUF's "smollm": every digit alone, then GPT-2's split.
 DIGIT = regex.compile(r"\p{N}")
 GPT2_SPLIT = regex.compile(r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")
@@ -83,11 +80,6 @@ def test_the_conversion_keeps_the_shapes_and_permutes_wq_and_wk_for_half_split_r
         assert "lm_head.weight" not in names and config["tie_word_embeddings"]  # tied to the embedding table
         assert f.get_tensor("model.layers.0.self_attn.k_proj.weight").shape == (192, 576)
     assert len(names) == 2 + 9 * 30
-
-
-def test_half_split_order_moves_each_heads_even_rows_first():
-    w = torch.arange(8.0)[:, None].expand(8, 3)  # 2 heads of 4 rows: (0, 1, 2, 3), (4, 5, 6, 7)
-    assert fetch.to_half_split(w, 2)[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
 
 
 def test_the_course_agrees_with_transformers_on_the_real_model(smollm2):
