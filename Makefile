@@ -3,7 +3,8 @@
 # make lint       - ruff on the code and the notebooks (its rules are in pyproject.toml)
 # make test-real-shapes - every notebook on 2-layer checkpoints of Llama 3 8B's, 3.1 8B's, 3.2 1B's and 3B's shapes,
 #                   and of 3.2 1B's in Hugging Face's format
-# make notebooks  - execute the notebooks and save their outputs (after changing helpers/ or data/)
+# make notebooks  - execute the notebooks and save their outputs (after changing helpers/ or data/),
+#                   then rebuild the Chinese ones in notebooks/zh/ (scripts/sync_zh.py)
 # make demo       - the command-line demo on the classic prompt
 # make smollm2    - fetch SmolLM2-135M-Instruct, a real trained model, and convert it into .cache/ (93 MB download)
 # make wheel      - build dist/llama3_from_scratch-*.whl, the course as a package (Colab, a laptop)
@@ -44,6 +45,7 @@ run: install
 
 notebooks: install
 	$(PYTHON) scripts/run_notebooks.py --write
+	$(PYTHON) scripts/sync_zh.py
 
 demo: install
 	$(PYTHON) -m helpers "the answer to the ultimate question of life, the universe, and everything is "

@@ -6,10 +6,10 @@
 The wheel holds `helpers` and the embedded tiny Llama 3 (pyproject.toml), for `%pip install` on Colab or
 a laptop. The Kaggle folder holds that wheel; the same package unpacked in package/, which a notebook's
 first cell puts on sys.path (Kaggle notebooks often run with Internet off, so nothing is installed);
-the notebooks; and dataset-metadata.json. The `llama-models` package, where the course finds Meta's
-tokenizer.model, is not on Kaggle: package/ also holds the few of its files that Llama 3's tokenizer
-needs. The owner of the dataset comes from --owner, else KAGGLE_USERNAME, else ~/.kaggle/kaggle.json;
-with none, nothing is written.
+the notebooks, English and Chinese (notebooks/zh/); and dataset-metadata.json. The `llama-models`
+package, where the course finds Meta's tokenizer.model, is not on Kaggle: package/ also holds the few
+of its files that Llama 3's tokenizer needs. The owner of the dataset comes from --owner, else
+KAGGLE_USERNAME, else ~/.kaggle/kaggle.json; with none, nothing is written.
 """
 
 import argparse
@@ -134,9 +134,11 @@ def build_kaggle(out_dir, owner):
         [record] = (new / "package").glob("*.dist-info/direct_url.json")
         record.unlink()
         copy_meta_tokenizer(new / "package")
-        (new / "notebooks").mkdir()
+        (new / "notebooks" / "zh").mkdir(parents=True)
         for notebook in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
             shutil.copy(notebook, new / "notebooks")
+        for notebook in sorted((REPO_ROOT / "notebooks" / "zh").glob("*.ipynb")):  # the Chinese edition
+            shutil.copy(notebook, new / "notebooks" / "zh")
         (new / "dataset-metadata.json").write_text(json.dumps(metadata(owner), indent=2) + "\n")
         (new / "NOTICE.txt").write_text(LICENCE_NOTE + "\n")
         if out_dir.exists():

@@ -28,6 +28,19 @@ def test_shaped_like_llama_3(tiny):
     assert all(w.dtype == torch.bfloat16 for w in tiny.weights.values())
 
 
+def test_only_the_tokens_it_was_trained_on_have_embeddings(tiny):
+    """scripts/train_tiny_model.py zeroes the rows of the tokens that were never an input: all but those of the
+    corpus (with BOS and EOS) and of its counts, which run from 0 to at most 98."""
+    tok = tiny.tokenizer
+    lines = [line for line in (TINY_MODEL_DIR / "corpus.txt").read_text().splitlines() if line.strip()]
+    read = {tok.bos_id, tok.eos_id, *tok.encode(", ".join(map(str, range(99))) + ".")}
+    for line in lines:
+        read.update(tok.encode(line))
+    table = tiny.weights["tok_embeddings.weight"]
+    assert set(torch.nonzero(table.abs().sum(1)).flatten().tolist()) == read
+    assert len(read) == 263
+
+
 def test_classic_prompt_gives_42(tiny):
     probs = next_token_probs(tiny, CLASSIC_IDS)
     assert tiny.tokenizer.decode([int(probs.argmax())]) == "42"
