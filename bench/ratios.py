@@ -4,7 +4,9 @@
     .venv/bin/python scripts/write_synthetic_checkpoint.py /tmp/llama3-8b --shape 3-8b
     .venv/bin/python bench/ratios.py /tmp/llama3-1b /tmp/llama3-8b
 
-For each checkpoint folder, each weight type (bf16, and int8 against llama.cpp's Q8_0) and each
+For each checkpoint folder, each weight type (bf16; int8 against llama.cpp's Q8_0; and int8x8, int8
+with the activations rounded to int8 as well, `quantize_model(model, activations="int8")`, which is
+Q8_0's own arithmetic, against Q8_0 again) and each
 thread count (1 and 2; 4 where the machine has 4 cores), it times a prompt of --prompt tokens (17,
 the classic prompt's length) and --gen tokens decoded one at a time (32), the course and llama.cpp
 taking turns, --repetitions times. Each pair of turns gives a ratio, course over llama.cpp; the table
@@ -97,7 +99,7 @@ def gguf_files(bin_dir, model_dir, work, types):
     if not files["bf16"].is_file():
         say(f"Writing {files['bf16']} ...")
         llama_cpp.write_gguf(model_dir, files["bf16"], llama_cpp.import_gguf(), name=stem)
-    if "int8" in types and not files["int8"].is_file():
+    if {"int8", "int8x8"} & set(types) and not files["int8"].is_file():
         say(f"Quantising to {files['int8']} ...")
         params = llama_cpp.load_params(model_dir)
         llama_cpp.quantize(bin_dir, files["bf16"], files["int8"], llama_cpp.params_weights(params), 15)
@@ -160,7 +162,8 @@ def commit():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dirs", nargs="+", help="Meta Llama 3 folders (synthetic ones of real shapes will do)")
-    parser.add_argument("--types", default="bf16,int8", help="bf16 and/or int8 (against llama.cpp's Q8_0)")
+    parser.add_argument("--types", default="bf16,int8,int8x8",
+                        help="bf16, int8 and/or int8x8 (int8 activations too; both against llama.cpp's Q8_0)")
     default_threads = "1,2,4" if (os.cpu_count() or 1) >= 4 else "1,2"
     parser.add_argument("--threads", default=default_threads, help=f"thread counts (default {default_threads})")
     parser.add_argument("--prompt", type=int, default=17, help="prompt tokens (default 17)")
@@ -174,8 +177,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     threads = [int(t) for t in args.threads.split(",") if t.strip()]
-    if not types or set(types) - {"bf16", "int8"}:
-        parser.error(f"--types takes bf16 and int8, not {args.types!r}")
+    if not types or set(types) - {"bf16", "int8", "int8x8"}:
+        parser.error(f"--types takes bf16, int8 and int8x8, not {args.types!r}")
 
     say(f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit {commit()}, torch {torch.__version__}")
     say(f"Machine: {llama_cpp.machine()}")
@@ -195,13 +198,16 @@ def main(argv=None):
         model = load_model(model_dir, verbose=False)
         label = f"{Path(model_dir).name} ({model.params.n_layers} layers, dim {model.params.dim})"
         for kind in types:
-            course_model = quantize_model(model) if kind == "int8" else model
+            course_model = model if kind == "bf16" else \
+                quantize_model(model, activations="int8" if kind == "int8x8" else "float32")
             # Bytes a decoded token reads: the matrices (llama.cpp's Q8_0: 34 bytes for 32 weights).
             course_bytes = weight_bytes(course_model)
             peer_bytes = weight_bytes(model) * (1 if kind == "bf16" else 34 / 64)
             say(f"Measuring {label}, {kind}: {course_bytes / 1e9:.2f} GB of matrices a token ...")
-            rows = measure(course_model, files.get(kind), bin_dir, args, threads, rates)
-            table.append((label, "bf16" if kind == "bf16" else "int8 / Q8_0", rows, course_bytes, peer_bytes))
+            rows = measure(course_model, files.get("bf16" if kind == "bf16" else "int8"), bin_dir, args, threads,
+                           rates)
+            table.append((label, {"bf16": "bf16", "int8": "int8 / Q8_0", "int8x8": "int8, x in int8 / Q8_0"}[kind],
+                          rows, course_bytes, peer_bytes))
             del course_model
         del model
 

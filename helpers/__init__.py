@@ -7,7 +7,7 @@ from .debug import Comparison, compare_forward, forward_steps, forward_with
 from .download import check_disk_space, download_llama3, hf_token, where_am_i
 from .errors import LlamaError
 from .generate import Generation, TextStream, chat_tokens, generate, sample_next, top_k_filter, top_p_filter
-from .int8 import Int8Weight, dequantize, quantize_int8, quantize_model, weight_bytes
+from .int8 import Int8Weight, dequantize, quantize_int8, quantize_model, weight_bytes, with_activations
 from .int8_file import load_int8, save_int8
 from .kv_cache import KVCache, LayerCache
 from .model import REPO_ROOT, TINY_MODEL_DIR, Llama, find_model, load_model, load_tokenizer
@@ -33,7 +33,8 @@ __all__ = [
     "LlamaError",
     "FLOAT32_TOLERANCE", "assert_close",
     "linear", "linear_each",
-    "Int8Weight", "dequantize", "quantize_int8", "quantize_model", "weight_bytes", "load_int8", "save_int8",
+    "Int8Weight", "dequantize", "quantize_int8", "quantize_model", "weight_bytes", "with_activations",
+    "load_int8", "save_int8",
     "Llama", "find_model", "load_model", "load_tokenizer", "REPO_ROOT", "TINY_MODEL_DIR",
     "check_disk_space", "download_llama3", "hf_token", "where_am_i",
     "RopeScaling", "apply_rope", "apply_rope_half_split", "model_frequencies", "rope_frequencies",

@@ -31,6 +31,8 @@ def linear(x, w):
         return x @ w.T
     if torch.is_grad_enabled() and x.requires_grad:
         return x @ (w.dequantize() if int8 else w.to(x.dtype)).T  # out= below records no gradient
+    if int8 and w.rounds_activations:
+        return times_rounded_rows(x, w)
     out = kernels.one_row(x, w)
     if out is not None:
         return out
@@ -48,6 +50,26 @@ def linear(x, w):
     with kernels.sharing_cores():
         _blocks(w, x_t, out_t, rows, int8)
     return out_t.T.contiguous().view(*x.shape[:-1], w.shape[0])
+
+
+def times_rounded_rows(x, w):
+    """`x @ w.T` for an `Int8Weight` w with `x` rounded to int8 as well: llama.cpp's Q8_0 arithmetic, opt-in.
+
+    Each row of x becomes int8 numbers and one scale (its largest magnitude / 127, as for the weights);
+    `torch._int_mm` adds up the products of int8 numbers in int32 (on the CPU's int8 dot-product
+    instructions, VNNI or AMX, where it has them), and the two scales are applied to the sums. No
+    conversion of the weights at all, and a quarter of float32's bytes per number of x. The price: each
+    number of x is off by up to half its row's step, which the sums carry into the result (llama.cpp
+    takes one scale per 32 numbers of x, so its steps are finer than one scale a row).
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    scale = rows.abs().amax(1, keepdim=True) / 127
+    scale[scale == 0] = 1  # a row of zeros: any scale gives back zeros
+    rounded = (rows / scale).round_().to(torch.int8)
+    with kernels.sharing_cores():
+        sums = torch._int_mm(rounded, w.values.T)
+    out = sums.to(torch.float32).mul_(scale).mul_(w.scales.T)
+    return out.view(*x.shape[:-1], w.shape[0]).to(x.dtype)
 
 
 def _blocks(w, x_t, out_t, rows, int8):

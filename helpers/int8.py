@@ -10,6 +10,12 @@ per weight on top of the 8.
 a time, converted into float32, for a prompt; the compiled one-row kernel for a decoded token
 (helpers/kernels.py). `quantize_model` turns a model's matrices into int8, joining those that
 multiply the same row (`join`); helpers/int8_file.py writes and memory-maps such a model.
+
+Opt-in, `quantize_model(model, activations="int8")` (or `with_activations` on a quantised model)
+rounds the activations too, as llama.cpp's Q8_0 does: each row of `x` becomes int8 numbers and one
+scale, and `linear` multiplies integers by integers (`torch._int_mm`, which runs on the CPU's int8
+dot-product instructions where it has them).
+Faster, and no longer float32 arithmetic on the weights: see `compute.times_rounded_rows`.
 """
 
 import dataclasses
@@ -29,12 +35,14 @@ class Int8Weight:
     """A matrix (out, in) as int8 `values` (out, in) and float32 `scales` (out, in / group_size).
 
     `part_of` is set on a matrix stored as rows of a larger one (see `join`): that Int8Weight, and
-    the first of its rows that are this one's.
+    the first of its rows that are this one's. `rounds_activations`: `linear` rounds the rows it
+    multiplies by this matrix to int8 as well (see `quantize_model`).
     """
 
     values: torch.Tensor
     scales: torch.Tensor
     part_of: tuple = field(default=None, repr=False, compare=False)
+    rounds_activations: bool = field(default=False, repr=False, compare=False)
 
     @property
     def shape(self):
@@ -90,7 +98,8 @@ def join(parts):
     Returns the parts again, now views of the joined matrix's rows (nothing is stored twice), each
     knowing it is part of it: `helpers.linear_each` multiplies a row by all of them in one product.
     """
-    whole = Int8Weight(torch.cat([w.values for w in parts]), torch.cat([w.scales for w in parts]))
+    whole = Int8Weight(torch.cat([w.values for w in parts]), torch.cat([w.scales for w in parts]),
+                       rounds_activations=parts[0].rounds_activations)
     return split_rows(whole, [w.shape[0] for w in parts])
 
 
@@ -99,7 +108,8 @@ def split_rows(whole, rows):
     parts, start = [], 0
     for n in rows:
         stop = start + n
-        parts.append(Int8Weight(whole.values[start:stop], whole.scales[start:stop], part_of=(whole, start)))
+        parts.append(Int8Weight(whole.values[start:stop], whole.scales[start:stop], part_of=(whole, start),
+                                rounds_activations=whole.rounds_activations))
         start = stop
     return parts
 
@@ -116,8 +126,12 @@ def whole_of(parts):
     return whole if start == whole.shape[0] else None
 
 
-def quantize_model(model, group_size=None):
+def quantize_model(model, group_size=None, activations="float32"):
     """A copy of `model` whose matrices are `Int8Weight`s; the embedding table and the norms stay as they are.
+
+    `activations="int8"` (opt-in) has `linear` round each row it multiplies by them to int8 as well, and
+    multiply in integers (see the module's docstring and `with_activations`); it needs one scale per row
+    (`group_size` None).
 
     The embedding table is only indexed: a prompt reads a few of its rows, so in int8 it would save
     file size but neither memory nor time. In Llama 3.2 1B and 3B it is also the output layer (tied):
@@ -131,6 +145,10 @@ def quantize_model(model, group_size=None):
     The matrices are quantised and joined one layer at a time, so that only one layer's matrices are
     ever held twice, separate and joined (on the 8B's shapes, 8.4 GB of memory after quantising).
     """
+    if activations == "int8" and group_size is not None:
+        raise LlamaError(f'activations="int8" multiplies whole rows in integers, so it needs one scale per row: '
+                         f"leave out group_size={group_size}.")
+    check_activations(activations)
     weights = dict(model.weights)
     for i in range(model.params.n_layers):
         for parts in JOINED.values():
@@ -139,7 +157,38 @@ def quantize_model(model, group_size=None):
     for name, w in weights.items():
         if is_matrix(name) and not isinstance(w, Int8Weight):
             weights[name] = quantize_int8(w, group_size)
-    return dataclasses.replace(model, weights=weights)
+    quantized = dataclasses.replace(model, weights=weights)
+    return quantized if activations == "float32" else with_activations(quantized, activations)
+
+
+def check_activations(activations):
+    if activations not in ("float32", "int8"):
+        raise LlamaError(f'activations={activations!r}: choose "float32" (the default: activations are not rounded) '
+                         'or "int8" (rounded to int8 too, one scale per row, as llama.cpp\'s Q8_0 does).')
+
+
+def with_activations(model, activations):
+    """`model`, quantised, with the activations its int8 matrices multiply rounded to int8 ("int8") or not
+    ("float32"): the same int8 numbers and scales, shared, not copied; joined matrices stay joined."""
+    check_activations(activations)
+    rounds = activations == "int8"
+    if rounds and any(isinstance(w, Int8Weight) and w.group_size != w.shape[1] for w in model.weights.values()):
+        raise LlamaError('activations="int8" multiplies whole rows in integers, so it needs one scale per row: '
+                         "this model was quantised in groups. Quantise it again with quantize_model and no group_size.")
+    wholes = {}  # id of a joined matrix -> its copy with the new setting
+
+    def setting(w):
+        if not isinstance(w, Int8Weight):
+            return w
+        if w.part_of is None:
+            return dataclasses.replace(w, rounds_activations=rounds)
+        whole, start = w.part_of
+        new = wholes.setdefault(id(whole), dataclasses.replace(whole, rounds_activations=rounds))
+        stop = start + w.shape[0]
+        return Int8Weight(new.values[start:stop], new.scales[start:stop], part_of=(new, start),
+                          rounds_activations=rounds)
+
+    return dataclasses.replace(model, weights={name: setting(w) for name, w in model.weights.items()})
 
 
 def weight_bytes(model):
