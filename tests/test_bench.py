@@ -313,8 +313,9 @@ def test_the_ratios_table_prints_the_course_alone_where_llama_cpp_is_not_built(s
     assert "llama.cpp is not built in" in printed and "Machine: " in printed
     assert "Read rate (best of 1 sums of 8 MiB through torch): " in printed
     rows = [line for line in printed.splitlines() if line.startswith("| small (2 layers, dim 64) |")]
-    assert len(rows) == 4  # bf16 and int8, prefill and decode, one thread
+    assert len(rows) == 6  # bf16, int8 and int8 with int8 activations; prefill and decode; one thread
     assert all("| not built | - |" in row for row in rows)
     assert [row.split(" | ")[1:4] for row in rows] == [
         ["bf16", "1", "prefill 5 (s)"], ["bf16", "1", "decode 2 (tokens/s)"],
-        ["int8 / Q8_0", "1", "prefill 5 (s)"], ["int8 / Q8_0", "1", "decode 2 (tokens/s)"]]
+        ["int8 / Q8_0", "1", "prefill 5 (s)"], ["int8 / Q8_0", "1", "decode 2 (tokens/s)"],
+        ["int8, x in int8 / Q8_0", "1", "prefill 5 (s)"], ["int8, x in int8 / Q8_0", "1", "decode 2 (tokens/s)"]]
