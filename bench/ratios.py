@@ -12,8 +12,9 @@ the classic prompt's length) and --gen tokens decoded one at a time (32), the co
 taking turns, --repetitions times. Each pair of turns gives a ratio, course over llama.cpp; the table
 shows their median and their spread (lowest to highest).
 
-The memory-read limit: the same run reads a large float32 tensor through torch (`sum`, the best of
---reads reads, at each thread count); the weights a decoded token must read, divided by that rate,
+The memory-read limit: the same run reads a large tensor through torch (the best of --reads passes of
+a float32 `sum`, a float32 `amax` and a bfloat16 `sum`, the fastest full reads PyTorch gave here, at
+each thread count); the weights a decoded token must read, divided by that rate,
 is the shortest time a token can take. Each speed is printed as a fraction of it.
 
 llama.cpp comes from bench/llama_cpp.py: its build in --work is reused (this script never builds),
@@ -52,14 +53,18 @@ say = llama_cpp.say
 
 
 def read_rate(threads, reads=5, size=1 << 30):
-    """The machine's read rate in bytes/s with `threads` threads: the best of `reads` sums of `size` bytes."""
+    """The machine's read rate in bytes/s with `threads` threads: the best of `reads` passes of each of
+    PyTorch's fastest full reads found here (float32 sum and amax, bfloat16 sum) over `size` bytes."""
     torch.set_num_threads(threads)
     data = torch.ones(size // 4)
+    probes = [data.sum, data.amax, data.view(torch.bfloat16).sum]
     best = float("inf")
-    for _ in range(reads):
-        started = time.perf_counter()
-        data.sum()
-        best = min(best, time.perf_counter() - started)
+    for probe in probes:
+        probe()  # its first pass, for each
+        for _ in range(reads):
+            started = time.perf_counter()
+            probe()
+            best = min(best, time.perf_counter() - started)
     return size / best
 
 
@@ -190,7 +195,8 @@ def main(argv=None):
         bin_dir = None
     rates = {n: read_rate(n, args.reads, args.read_mib << 20) for n in threads}
     measured = ", ".join(f"{rates[n] / 1e9:.1f} GB/s with {n} thread{'s' * (n > 1)}" for n in threads)
-    say(f"Read rate (best of {args.reads} sums of {args.read_mib} MiB through torch): {measured}")
+    say(f"Read rate (best of {args.reads} passes of float32 sum and amax and bfloat16 sum over {args.read_mib} MiB "
+        f"through torch): {measured}")
 
     table = []
     for model_dir in args.model_dirs:

@@ -311,7 +311,7 @@ def test_the_ratios_table_prints_the_course_alone_where_llama_cpp_is_not_built(s
                  "--prompt", "5", "--reads", "1", "--read-mib", "8"])
     printed = capsys.readouterr().out
     assert "llama.cpp is not built in" in printed and "Machine: " in printed
-    assert "Read rate (best of 1 sums of 8 MiB through torch): " in printed
+    assert "Read rate (best of 1 passes of float32 sum and amax and bfloat16 sum over 8 MiB through torch): " in printed
     rows = [line for line in printed.splitlines() if line.startswith("| small (2 layers, dim 64) |")]
     assert len(rows) == 6  # bf16, int8 and int8 with int8 activations; prefill and decode; one thread
     assert all("| not built | - |" in row for row in rows)
