@@ -11,11 +11,11 @@ a time, converted into float32, for a prompt; the compiled one-row kernel for a 
 (helpers/kernels.py). `quantize_model` turns a model's matrices into int8, joining those that
 multiply the same row (`join`); helpers/int8_file.py writes and memory-maps such a model.
 
-Opt-in, `quantize_model(model, activations="int8")` (or `with_activations` on a quantised model)
-rounds the activations too, as llama.cpp's Q8_0 does: each row of `x` becomes int8 numbers and one
-scale, and `linear` multiplies integers by integers (`torch._int_mm`, which runs on the CPU's int8
-dot-product instructions where it has them).
-Faster, and no longer float32 arithmetic on the weights: see `compute.times_rounded_rows`.
+Opt-in, `quantize_model(model, activations="int8")` (or `with_activations` on a quantised model, such
+as one `load_int8` gives back) rounds the activations too, as llama.cpp's Q8_0 does: each row of `x`
+becomes int8 numbers and one scale, and `linear` multiplies integers by integers (`torch._int_mm`, on
+the CPU's int8 dot-product instructions where it has them). Faster for a prompt, and no longer float32
+arithmetic: see `compute.times_rounded_rows`.
 """
 
 import dataclasses
