@@ -19,7 +19,8 @@ its largest difference from float32 on the dequantised weights, relative to the 
 what rounding the activations costs a whole model (`quantize_model(model, activations="int8")`):
 the share of positions whose top token stays the one of the model's own weights, and the largest logit
 difference, over the tiny model's corpus, for the tiny model and for SmolLM2-135M-Instruct (a trained
-model; where `make smollm2` has put it in .cache/), against int8 weights alone. The speeds are a
+model; where `make smollm2` has put it in .cache/), against int8 weights alone, and how far the largest
+number of a row of x stands above the row's root mean square, which sets how coarse its one scale is. The speeds are a
 benchmark, not a test: they depend on the machine and on what else runs on it; each is the best of 4.
 """
 
@@ -28,7 +29,7 @@ import time
 
 import torch
 
-from helpers import TINY_MODEL_DIR, forward, kernels, linear, load_model, quantize_int8, quantize_model
+from helpers import TINY_MODEL_DIR, compute, forward, kernels, linear, load_model, quantize_int8, quantize_model
 from helpers.smollm2 import find_smollm2
 
 TOKEN_GB = 7.5  # int8 weights read per 8B token, the embedding table aside
@@ -100,6 +101,28 @@ def agreement(model, lines):
                 reference.abs().max())
 
 
+def row_peaks(model, lines):
+    """Each row of x that the products with rounded activations take, over `lines`: its largest magnitude
+    divided by its root mean square (a few for random numbers; many where a few dimensions are outliers,
+    which one scale a row must cover)."""
+    q, rounded, peaks = quantize_model(model, activations="int8"), compute.times_rounded_rows, []
+
+    def recording(x, w):
+        rows = x.reshape(-1, x.shape[-1])
+        rms = rows.pow(2).mean(1).sqrt()
+        peaks.append((rows.abs().amax(1) / rms)[rms > 0])
+        return rounded(x, w)
+
+    compute.times_rounded_rows = recording
+    try:
+        with torch.inference_mode():
+            for line in lines:
+                forward(q, model.tokenizer.encode(line))
+    finally:
+        compute.times_rounded_rows = rounded
+    return torch.cat(peaks)
+
+
 print("What rounding x costs, against the model's own weights, over the tiny model's corpus:")
 lines = [line for line in (TINY_MODEL_DIR / "corpus.txt").read_text().splitlines() if line.strip()]
 for name, model in [("tiny Llama 3", load_model(TINY_MODEL_DIR, verbose=False)),
@@ -107,3 +130,7 @@ for name, model in [("tiny Llama 3", load_model(TINY_MODEL_DIR, verbose=False)),
     for activations, same, positions, gap, largest in agreement(model, lines) if model else ():
         print(f"  {name}, int8 weights, {activations} activations: same top token at {same} of {positions} "
               f"({same / positions:.1%}); largest logit difference {gap:.3f} ({gap / largest:.2%} of the largest)")
+    if model:
+        peaks = row_peaks(model, lines)
+        print(f"  {name}: a row of x's largest magnitude is {peaks.median():.1f} times its root mean square "
+              f"(median over {len(peaks):,} rows; at most {peaks.max():.1f})")
