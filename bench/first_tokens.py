@@ -40,12 +40,12 @@ def main(argv=None):
     with torch.inference_mode():
         cache = KVCache(model.params, len(tokens) + args.tokens)
         started = time.perf_counter()
-        logits = forward(model, tokens, cache)
+        logits = forward(model, tokens, cache, last_only=True)
         print(f"prompt ({len(tokens)} tokens): {time.perf_counter() - started:.2f} s", flush=True)
         times = []
         for _ in range(args.tokens):
             started = time.perf_counter()
-            logits = forward(model, [int(logits[-1].argmax())], cache)
+            logits = forward(model, [int(logits[-1].argmax())], cache, last_only=True)
             times.append(time.perf_counter() - started)
             print(f"token {len(times)}: {times[-1]:.2f} s ({len(kernels._shapes)} kernels in use)", flush=True)
     print(f"first token {times[0]:.2f} s; slowest {max(times):.2f} s; all {len(times)} in {sum(times):.1f} s; "

@@ -79,11 +79,11 @@ def course_run(model, tokens, gen):
     """(prefill seconds, decode tokens/s): one forward of `tokens`, then `gen` tokens one at a time."""
     cache = KVCache(model.params, len(tokens) + gen)
     started = time.perf_counter()
-    logits = forward(model, tokens, cache)
+    logits = forward(model, tokens, cache, last_only=True)
     prefill = time.perf_counter() - started
     started = time.perf_counter()
     for _ in range(gen):
-        logits = forward(model, [int(logits[-1].argmax())], cache)
+        logits = forward(model, [int(logits[-1].argmax())], cache, last_only=True)
     return prefill, gen / (time.perf_counter() - started)
 
 

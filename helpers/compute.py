@@ -3,7 +3,8 @@
 `linear` asks helpers/kernels.py for a compiled one-row kernel first (a decoded token times a real
 model's matrix). Otherwise it converts a block of rows at a time into one float32 buffer, reused for
 every block of every matrix, and multiplies while the block is in the CPU cache: no float32 copy of a
-whole matrix. Int8 weights (`helpers.int8.Int8Weight`) take the same two paths.
+whole matrix. Int8 weights (`helpers.int8.Int8Weight`) take the same two paths. docs/kernels.md gives
+the measurements behind these choices.
 """
 
 import torch
@@ -12,8 +13,13 @@ from . import kernels
 from .int8 import Int8Weight, whole_of
 from .tolerance import FLOAT32_TOLERANCE, assert_close  # noqa: F401  (helpers/check.py imports them from here)
 
-# One block of float32 rows: 4 MiB (as fast as any size on the 8B's matrices, at 1 token and at 17).
+# A block: 2^20 numbers of a matrix in float32 (4 MiB), and never fewer than 256 rows: oneDNN's product of a
+# prompt by a block of the 8B's 14336-wide w2 ran 1.5 times slower with 73 rows than with 256 (docs/kernels.md).
 BLOCK_ELEMENTS = 1 << 20
+MIN_BLOCK_ROWS = 256
+# oneDNN, the second CPU library PyTorch ships, multiplies a prompt's rows by a block 1.4 to 1.6 times as fast
+# as `@` (MKL) here, in float32 all the same. False where torch has no oneDNN, or its operator failed.
+ONEDNN = torch.backends.mkldnn.is_available()
 
 _buffer = torch.empty(0)
 
@@ -30,26 +36,28 @@ def linear(x, w):
     if not int8 and w.dtype == x.dtype:
         return x @ w.T
     if torch.is_grad_enabled() and x.requires_grad:
-        return x @ (w.dequantize() if int8 else w.to(x.dtype)).T  # out= below records no gradient
+        return x @ (w.dequantize() if int8 else w.to(x.dtype)).T  # in-place writes below record no gradient
     if int8 and w.rounds_activations:
         return times_rounded_rows(x, w)
     out = kernels.one_row(x, w)
     if out is not None:
         return out
-    global _buffer
-    rows = max(1, BLOCK_ELEMENTS // w.shape[1])
-    if _buffer.dtype != x.dtype or _buffer.numel() < rows * w.shape[1]:
-        # Made as a normal tensor even under torch.inference_mode: an inference
-        # tensor could not be written to outside it, on a later call.
-        with torch.inference_mode(False):
-            _buffer = torch.empty(rows * w.shape[1], dtype=x.dtype)
-    x_t = x.reshape(-1, x.shape[-1]).T
-    # The result is built transposed, one row per row of w, so that each block's product fills whole
-    # rows of it in place (out=).
-    out_t = x.new_empty(w.shape[0], x_t.shape[1])
+    rows = x.reshape(-1, x.shape[-1]).contiguous()
+    out = rows.new_empty(rows.shape[0], w.shape[0])
     with kernels.sharing_cores():
-        _blocks(w, x_t, out_t, rows, int8)
-    return out_t.T.contiguous().view(*x.shape[:-1], w.shape[0])
+        _blocks(w, rows, out, int8)
+    return out.view(*x.shape[:-1], w.shape[0])
+
+
+def times_transposed(rows, block):
+    """`rows @ block.T` for two float32 matrices: by oneDNN where torch has it, else by `@`."""
+    global ONEDNN
+    if ONEDNN and rows.dtype == torch.float32:
+        try:
+            return torch.ops.mkldnn._linear_pointwise(rows, block, None, "none", [], "")
+        except (AttributeError, NotImplementedError, RuntimeError):  # a torch whose oneDNN lacks it
+            ONEDNN = False
+    return rows @ block.T
 
 
 def times_rounded_rows(x, w):
@@ -72,16 +80,24 @@ def times_rounded_rows(x, w):
     return out.view(*x.shape[:-1], w.shape[0]).to(x.dtype)
 
 
-def _blocks(w, x_t, out_t, rows, int8):
-    """out_t = w @ x_t, `rows` rows of w at a time converted into the reused float32 buffer."""
-    for start in range(0, w.shape[0], rows):
-        n = min(rows, w.shape[0] - start)
+def _blocks(w, rows, out, int8):
+    """out = rows @ w.T, a block of rows of w at a time converted into the reused float32 buffer."""
+    global _buffer
+    block = max(MIN_BLOCK_ROWS, BLOCK_ELEMENTS // w.shape[1])
+    size = min(block, w.shape[0]) * w.shape[1]
+    if _buffer.dtype != rows.dtype or _buffer.numel() < size:
+        # Made as a normal tensor even under torch.inference_mode: an inference
+        # tensor could not be written to outside it, on a later call.
+        with torch.inference_mode(False):
+            _buffer = torch.empty(size, dtype=rows.dtype)
+    for start in range(0, w.shape[0], block):
+        n = min(block, w.shape[0] - start)
         upcast = _buffer[: n * w.shape[1]].view(n, w.shape[1])
         if int8:
             w.dequantize(start, start + n, out=upcast)
         else:
             upcast.copy_(w[start : start + n])
-        torch.mm(upcast, x_t, out=out_t[start : start + rows])
+        out[:, start : start + n] = times_transposed(rows, upcast)
 
 
 def linear_each(x, *ws):

@@ -216,7 +216,7 @@ def generate(model, prompt, max_new_tokens, temperature=0.0, top_k=None, top_p=N
     new_ids, kept_logits, stop_reason = [], [], "max_new_tokens"
     step_input = ids
     while len(new_ids) < max_new_tokens:
-        logits = forward(model, step_input, cache)[-1]
+        logits = forward(model, step_input, cache, last_only=True)[-1]
         if keep_logits:
             kept_logits.append(logits)
         token = sample_next(logits, temperature, top_k, top_p, generator)

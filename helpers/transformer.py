@@ -66,10 +66,12 @@ def check_finite(x, where):
     return x
 
 
-def forward(model, tokens, cache=None):
+def forward(model, tokens, cache=None, last_only=False):
     """Logits (seq, vocab_size), in float32, for every position of `tokens`.
 
     With a `cache`, `tokens` continue the sequence already stored in it.
+    With `last_only`, the logits of the last position alone, (1, vocab_size): all that choosing the
+    next token needs. The output layer, the largest matrix, then multiplies one row, not every position's.
     A NaN or infinity in the embedding, a layer's output or the logits is a LlamaError
     naming where it first appeared.
     """
@@ -83,6 +85,8 @@ def forward(model, tokens, cache=None):
     for i in range(p.n_layers):
         x = transformer_block(x, model.layer(i), p, freqs, None if cache is None else cache.layers[i])
         x = check_finite(x, f"layer {i} (the layers.{i}.* tensors)")
+    if last_only:
+        x = x[-1:]
     x = rms_norm(x, model.weights["norm.weight"], p.norm_eps)
     logits = linear(x, model.weights["output.weight"])
     return check_finite(logits, "the output layer (norm.weight and output.weight)")
@@ -91,5 +95,5 @@ def forward(model, tokens, cache=None):
 @torch.inference_mode()
 def next_token_probs(model, tokens):
     """The probability of every vocabulary entry coming next after `tokens`."""
-    last = forward(model, tokens)[-1]
+    last = forward(model, tokens, last_only=True)[-1]
     return torch.softmax(last, dim=-1)

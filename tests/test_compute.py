@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import helpers.compute
 from helpers import FLOAT32_TOLERANCE, assert_close, kernels, linear
 
 
@@ -116,8 +117,47 @@ def test_past_the_shape_limit_new_shapes_take_the_block_path(fresh_fused, monkey
 def test_several_rows_take_the_block_path(fresh_fused):
     w, _ = weights_and_row()
     x = torch.randn(17, 256)
-    torch.testing.assert_close(linear(x, w), x @ w.float().T, rtol=1e-5, atol=1e-5)
+    assert_close(linear(x, w), x @ w.float().T)
     assert kernels.kernel(int8=False) is None and not kernels.compiled()  # never needed
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("int8", [False, True])
+def test_the_block_path_by_onednn_or_by_at_gives_the_plain_product(fresh_fused, monkeypatch, onednn, int8):
+    """A prompt's blocks go to oneDNN where torch has it, else to `@`: either way x @ w.float().T, in blocks
+    that need not divide the rows, the last one short."""
+    from helpers import quantize_int8
+
+    assert onednn is False or torch.backends.mkldnn.is_available(), "this torch has no oneDNN"
+    monkeypatch.setattr(helpers.compute, "ONEDNN", onednn)
+    monkeypatch.setattr(helpers.compute, "MIN_BLOCK_ROWS", 100)
+    w, _ = weights_and_row(rows=1030, dim=1024)
+    w = quantize_int8(w) if int8 else w
+    x = torch.randn(17, 1024, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        out = linear(x, w)
+    assert_close(out, x @ (w.dequantize() if int8 else w.float()).T)
+    assert helpers.compute.ONEDNN is onednn  # not switched off by a failure
+
+
+def test_a_float64_prompt_leaves_onednn_on(fresh_fused, monkeypatch):
+    monkeypatch.setattr(helpers.compute, "ONEDNN", torch.backends.mkldnn.is_available())
+    w, _ = weights_and_row()
+    x = torch.randn(3, 256, dtype=torch.float64)
+    torch.testing.assert_close(linear(x, w), x @ w.double().T)
+    assert helpers.compute.ONEDNN is torch.backends.mkldnn.is_available()
+
+
+def test_where_onednn_fails_the_block_path_falls_back_to_at(fresh_fused, monkeypatch):
+    class Refusing:
+        def _linear_pointwise(self, *args):
+            raise RuntimeError("no such operator")
+    monkeypatch.setattr(helpers.compute, "ONEDNN", True)
+    monkeypatch.setattr(torch.ops, "mkldnn", Refusing())
+    w, _ = weights_and_row()
+    x = torch.randn(5, 256)
+    torch.testing.assert_close(linear(x, w), x @ w.float().T, rtol=1e-5, atol=1e-5)
+    assert helpers.compute.ONEDNN is False
 
 
 def test_assert_close_allows_rounding_and_refuses_mistakes(fresh_fused):

@@ -10,6 +10,7 @@ from helpers import (
     KVCache,
     LlamaError,
     TextStream,
+    assert_close,
     chat_tokens,
     forward,
     generate,
@@ -50,6 +51,19 @@ def test_cache_gives_the_same_tokens_and_logits(which, n_new, tiny, gqa_model):
     assert len(with_cache.new_ids) == n_new
     assert with_cache.new_ids == without.new_ids
     assert (with_cache.logits - without.logits).abs().max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_last_only_gives_the_last_rows_logits(tiny, cached):
+    """forward(..., last_only=True), which generation uses: the last position's logits alone, as in the full ones."""
+    ids = tiny.tokenizer.encode("the answer to the ultimate question")
+    full = forward(tiny, ids)
+    cache = KVCache(tiny.params, len(ids)) if cached else None
+    if cached:
+        forward(tiny, ids[:-3], cache, last_only=True)
+    last = forward(tiny, ids[-3:] if cached else ids, cache, last_only=True)
+    assert last.shape == (1, tiny.params.vocab_size)
+    assert_close(last, full[-1:])
 
 
 def test_cache_holds_keys_before_the_gqa_repeat(gqa_model):
@@ -197,8 +211,8 @@ def scripted(tiny, monkeypatch):
     def script(ids):
         steps = iter(ids)
 
-        def forward(model, tokens, cache=None):
-            logits = torch.zeros(len(tokens), model.params.vocab_size)
+        def forward(model, tokens, cache=None, last_only=False):
+            logits = torch.zeros(1 if last_only else len(tokens), model.params.vocab_size)
             logits[-1, next(steps)] = 1.0
             return logits
         monkeypatch.setattr(generate_module, "forward", forward)

@@ -32,6 +32,7 @@ def test_one_head_at_a_time_equals_all_heads(n_kv_heads, rng):
 def test_block_upcast_equals_plain_product(rng, monkeypatch):
     """bf16 weights converted block by block give x @ w.float().T, also when blocks do not divide the rows."""
     monkeypatch.setattr(helpers.compute, "BLOCK_ELEMENTS", 7 * 64)
+    monkeypatch.setattr(helpers.compute, "MIN_BLOCK_ROWS", 7)
     w = torch.randn(100, 64, generator=rng).to(torch.bfloat16)
     x = torch.randn(5, 64, generator=rng)
     torch.testing.assert_close(linear(x, w), x @ w.float().T)
