@@ -22,9 +22,10 @@ bf16 weights read:
   the CPU cache) by the vector.
 
 Then the same for a 17-token prompt (the classic prompt's prefill), which
-takes the block path: as seconds per 8B pass and as GFLOPS, next to the
-float32 product of two 2048 x 2048 matrices, about the best rate this
-machine's float32 products reach. Seventeen rows are arithmetic-bound, not
+takes the block path: as seconds per 8B pass and as GFLOPS, its product alone
+by oneDNN (as `linear` makes it, where torch has oneDNN) and by `@` (MKL),
+next to the float32 product of two 2048 x 2048 matrices, about the best rate
+this machine's float32 products reach. Seventeen rows are arithmetic-bound, not
 memory-bound: 17 products per weight read.
 
 A benchmark, not a test: the figures depend on the machine and on what else
@@ -35,17 +36,18 @@ import time
 
 import torch
 
+import helpers.compute
 from helpers import kernels, linear, quantize_int8
-from helpers.compute import BLOCK_ELEMENTS
+from helpers.compute import BLOCK_ELEMENTS, MIN_BLOCK_ROWS, times_transposed
 
 TOKEN_GB = 15.0  # bf16 weights read per 8B token, the embedding table aside
 
 torch.manual_seed(0)
 weights = [torch.randn(14336, 4096).to(torch.bfloat16) for _ in range(8)]
 x = torch.randn(1, 4096)
-rows = BLOCK_ELEMENTS // 4096
+rows = max(MIN_BLOCK_ROWS, BLOCK_ELEMENTS // 4096)
 buffer = torch.empty(rows, 4096)
-out = torch.empty(14336, 1)
+out = torch.empty(1, 14336)
 weights_gb = sum(w.numel() for w in weights) * 2 / 1e9
 int8_weights = [quantize_int8(w) for w in weights]
 
@@ -83,12 +85,12 @@ def convert_only():
 def multiply_only():
     for w in weights:
         for start in range(0, w.shape[0], rows):
-            torch.mm(buffer, x.T, out=out[start : start + rows])
+            out[:, start : start + rows] = times_transposed(x, buffer)
 
 
 PROMPT_ROWS = 17
 x_prompt = torch.randn(PROMPT_ROWS, 4096)
-out_prompt = torch.empty(14336, PROMPT_ROWS)
+out_prompt = torch.empty(PROMPT_ROWS, 14336)
 square = torch.randn(2048, 2048)
 
 
@@ -100,7 +102,13 @@ def block_path_prompt():
 def multiply_only_prompt():
     for w in weights:
         for start in range(0, w.shape[0], rows):
-            torch.mm(buffer, x_prompt.T, out=out_prompt[start : start + rows])
+            out_prompt[:, start : start + rows] = times_transposed(x_prompt, buffer)
+
+
+def multiply_by_at_prompt():
+    for w in weights:
+        for start in range(0, w.shape[0], rows):
+            out_prompt[:, start : start + rows] = x_prompt @ buffer.T
 
 
 def large_product():
@@ -108,7 +116,9 @@ def large_product():
 
 
 def best_time(run):
-    run()  # warm-up (and, for linear, compiling the kernel)
+    run()  # warm-up (and, for linear, asking for the kernel, which is compiled in the background)
+    kernels.wait()
+    run()
     times = []
     for _ in range(4):
         start = time.perf_counter()
@@ -117,7 +127,8 @@ def best_time(run):
     return min(times)
 
 
-print(f"{torch.get_num_threads()} threads; blocks of {BLOCK_ELEMENTS * 4 / 2**20:.0f} MiB of float32")
+print(f"{torch.get_num_threads()} threads; blocks of {rows} rows ({rows * 4096 * 4 / 2**20:.0f} MiB of float32); "
+      f"products by {'oneDNN' if helpers.compute.ONEDNN else '@'}")
 with torch.inference_mode():
     for name, run in [("read the bf16 weights (sum)", read_only), ("helpers.linear, one row", course_linear),
                       ("the same, int8 weights", course_linear_int8), ("the block path", block_path),
@@ -127,7 +138,8 @@ with torch.inference_mode():
         print(f"{name:<30} {best / weights_gb * TOKEN_GB:5.2f} s per 8B token  ({gb / best:5.1f} GB/s)")
     print(f"A {PROMPT_ROWS}-token prompt:")
     prompt_flops = 2 * PROMPT_ROWS * sum(w.numel() for w in weights)
-    for name, run in [("the block path", block_path_prompt), ("  its product alone", multiply_only_prompt)]:
+    for name, run in [("the block path", block_path_prompt), ("  its product alone", multiply_only_prompt),
+                      ("  the same by @ (MKL)", multiply_by_at_prompt)]:
         best = best_time(run)
         print(f"{name:<30} {best / weights_gb * TOKEN_GB:5.2f} s per 8B pass   "
               f"({prompt_flops / best / 1e9:5.1f} GFLOPS)")

@@ -132,6 +132,8 @@ def measure(model, gguf, bin_dir, args, threads, rates):
         course, peer = [], []
         for _ in range(args.repetitions):
             torch.set_num_threads(n)
+            if bin_dir is not None:  # llama.cpp's files may have pushed the course's out of the page cache:
+                course_run(model, tokens, 1)  # read them back untimed, as llama-bench's own warm-up run does
             course.append(course_run(model, tokens, args.gen))
             if bin_dir is not None:
                 peer.append(llama_cpp_run(bin_dir, gguf, args.prompt, args.gen, n))
