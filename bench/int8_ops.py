@@ -12,7 +12,8 @@ Eight matrices of the 8B's largest shape (14336 x 4096), quantised with one scal
   per row, float32 activations), the same arithmetic as the course's;
 - `torch._int_mm` after rounding the activations to int8 as well, one scale per row of `x` (as
   llama.cpp's Q8_0 does per block of 32): int8 times int8 into int32, which oneDNN can run on
-  VNNI or AMX; the two scales are applied afterwards.
+  VNNI or AMX; the two scales are applied afterwards. Twice: as x @ w.T, and as (w @ x.T).T, the
+  same integer sums with the weights' rows first, which `helpers.linear` uses.
 
 Each is printed as seconds per 8B token (7.5 GB of int8 weights) and GB/s of int8 weights read, with
 its largest difference from float32 on the dequantised weights, relative to the largest value. Then
@@ -49,10 +50,17 @@ def weight_int8pack_mm(x):
 
 
 def int_mm(x):
-    """Activations rounded to int8 per row, int8 x int8 -> int32, then both scales."""
+    """Activations rounded to int8 per row, int8 x int8 -> int32 (x8 @ w.T), then both scales."""
     x_scale = x.abs().amax(1, keepdim=True) / 127
     x8 = (x / x_scale).round().to(torch.int8)
     return [torch._int_mm(x8, w.values.t()) * x_scale * s for w, s in zip(weights, row_scales, strict=True)]
+
+
+def int_mm_weights_first(x):
+    """The same integer sums as w @ x8.T, transposed back: as `helpers.compute.times_rounded_rows` has it."""
+    x_scale = x.abs().amax(1, keepdim=True) / 127
+    x8 = (x / x_scale).round().to(torch.int8)
+    return [torch._int_mm(w.values, x8.t()).t() * x_scale * s for w, s in zip(weights, row_scales, strict=True)]
 
 
 def best_time(run, x):
@@ -82,7 +90,7 @@ with torch.inference_mode():
         x = torch.randn(rows, 4096)
         print(f"{rows} row{'s' if rows > 1 else ''} of x:")
         for name, run in [("helpers.linear", course), ("aten._weight_int8pack_mm", weight_int8pack_mm),
-                          ("_int_mm, x rounded to int8", int_mm)]:
+                          ("_int_mm, x rounded to int8", int_mm), ("  the same as w @ x.T", int_mm_weights_first)]:
             best = best_time(run, x)
             print(f"  {name:<28} {best / weights_gb * TOKEN_GB:6.2f} s per 8B token  "
                   f"({weights_gb / best:5.1f} GB/s)   error {error(run(x), x):.1e}")

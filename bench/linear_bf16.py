@@ -23,7 +23,8 @@ bf16 weights read:
 
 Then the same for a 17-token prompt (the classic prompt's prefill), which
 takes the block path: as seconds per 8B pass and as GFLOPS, its product alone
-by oneDNN (as `linear` makes it, where torch has oneDNN) and by `@` (MKL),
+by oneDNN (as `linear` makes it, where torch has oneDNN) and by `@` (MKL);
+the block path on the 8B's w2 (4096 x 14336) with blocks of 64 to 512 rows;
 next to the float32 product of two 2048 x 2048 matrices, about the best rate
 this machine's float32 products reach. Seventeen rows are arithmetic-bound, not
 memory-bound: 17 products per weight read.
@@ -111,6 +112,21 @@ def multiply_by_at_prompt():
             out_prompt[:, start : start + rows] = x_prompt @ buffer.T
 
 
+W2_SHAPE = (4096, 14336)
+w2 = torch.randn(*W2_SHAPE).to(torch.bfloat16)
+x_w2 = torch.randn(PROMPT_ROWS, W2_SHAPE[1])
+
+
+def w2_blocks(block_rows):
+    """`linear` of the prompt by w2, blocks of exactly `block_rows` rows."""
+    elements, fewest = helpers.compute.BLOCK_ELEMENTS, helpers.compute.MIN_BLOCK_ROWS
+    helpers.compute.BLOCK_ELEMENTS, helpers.compute.MIN_BLOCK_ROWS = 0, block_rows
+    try:
+        linear(x_w2, w2)
+    finally:
+        helpers.compute.BLOCK_ELEMENTS, helpers.compute.MIN_BLOCK_ROWS = elements, fewest
+
+
 def large_product():
     torch.mm(square, square)
 
@@ -143,5 +159,10 @@ with torch.inference_mode():
         best = best_time(run)
         print(f"{name:<30} {best / weights_gb * TOKEN_GB:5.2f} s per 8B pass   "
               f"({prompt_flops / best / 1e9:5.1f} GFLOPS)")
+    print(f"The same prompt times the 8B's w2 ({W2_SHAPE[0]} x {W2_SHAPE[1]}) by the block path, with blocks of:")
+    for block_rows in (64, 128, 256, 512):
+        best = best_time(lambda n=block_rows: w2_blocks(n))
+        print(f"  {block_rows:4d} rows ({block_rows * W2_SHAPE[1] * 4 / 2**20:4.1f} MiB)"
+              f"{best * 1e3:17.1f} ms          ({2 * PROMPT_ROWS * w2.numel() / best / 1e9:5.1f} GFLOPS)")
     best = best_time(large_product)
     print(f"{'2048 x 2048 times 2048 x 2048':<30} {'':>20}   ({2 * 2048**3 / best / 1e9:5.1f} GFLOPS)")

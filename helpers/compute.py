@@ -75,8 +75,10 @@ def times_rounded_rows(x, w):
     scale[scale == 0] = 1  # a row of zeros: any scale gives back zeros
     rounded = (rows / scale).round_().to(torch.int8)
     with kernels.sharing_cores():
-        sums = torch._int_mm(rounded, w.values.T)
-    out = sums.to(torch.float32).mul_(scale).mul_(w.scales.T)
+        # w's rows times x's, (out, rows): the same integer sums as rounded @ w.values.T, and 1.1 to 1.8 times
+        # as fast for a prompt's rows on Llama 3's matrices here (bench/int8_ops.py).
+        sums = torch._int_mm(w.values, rounded.T)
+    out = sums.T.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).mul_(w.scales.T)
     return out.view(*x.shape[:-1], w.shape[0]).to(x.dtype)
 
 
