@@ -26,7 +26,7 @@ from helpers import (
     weight_bytes,
     with_activations,
 )
-from helpers.int8 import join, whole_of
+from helpers.int8 import join, packed_for_prompts, whole_of
 
 from conftest import random_model, random_params
 
@@ -287,6 +287,32 @@ def test_rounded_activations_are_q8_0s_arithmetic(fresh_fused):
     assert kernels.compiled() == set()
 
 
+def test_a_prompt_multiplies_onednns_packed_copy_with_the_same_sums(fresh_fused):
+    """A prompt's rows by the packed copy (oneDNN, x shifted into uint8), one row by `_int_mm` on the values:
+    the same integer sums, so the same results to float32's last bits."""
+    assert torch.backends.mkldnn.is_available(), "this torch has no oneDNN: the packed path is not tested"
+    plain = dataclasses.replace(quantize_int8(a_matrix(rows=384)), rounds_activations=True)
+    packed = dataclasses.replace(plain, packed=packed_for_prompts(plain.values))
+    assert packed.packed is not None
+    x = torch.randn(17, 256, generator=torch.Generator().manual_seed(5))
+    x[2] = 0
+    with torch.inference_mode():
+        by_packed, by_int_mm = linear(x, packed), linear(x, plain)
+    torch.testing.assert_close(by_packed, by_int_mm, rtol=1e-6, atol=0)
+    assert torch.equal(by_packed[2], torch.zeros(384))
+    torch.testing.assert_close(linear(x[:1], packed), by_int_mm[:1], rtol=1e-6, atol=0)  # one row: _int_mm
+
+
+def test_without_onednn_rounded_activations_take_int_mm(tiny, monkeypatch):
+    packed = quantize_model(tiny, activations="int8")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    plain = quantize_model(tiny, activations="int8")
+    assert all(w.packed is None for w in plain.weights.values() if isinstance(w, Int8Weight))
+    ids = tiny.tokenizer.encode("A llama is")
+    with torch.inference_mode():
+        torch.testing.assert_close(forward(plain, ids), forward(packed, ids), rtol=1e-6, atol=1e-6)
+
+
 def test_rounded_activations_are_opt_in_and_need_one_scale_per_row(tiny):
     assert not quantize_model(tiny).weights["output.weight"].rounds_activations
     q = quantize_model(tiny, activations="int8")
@@ -314,7 +340,7 @@ def test_rounded_activations_keep_the_top_token_over_the_tiny_corpus(tiny):
             assert (reference - rounded).abs().max() < 0.03 * reference.abs().max()
 
 
-def test_with_activations_switches_a_quantised_model_without_copying_it(tiny):
+def test_with_activations_switches_a_quantised_model_sharing_its_numbers(tiny):
     q = quantize_model(tiny)
     rounded = with_activations(q, "int8")
     layer, rounded_layer = q.layer(0), rounded.layer(0)
@@ -324,6 +350,10 @@ def test_with_activations_switches_a_quantised_model_without_copying_it(tiny):
     for names in (("wq", "wk", "wv"), ("w1", "w3")):
         whole = whole_of([rounded_layer[name] for name in names])
         assert whole is not None and whole.rounds_activations  # still one product, and it rounds
+        assert whole.packed is not None  # with oneDNN's copy for prompts
+    assert rounded_layer["wo"].packed is not None and rounded.weights["output.weight"].packed is not None
+    assert all(w.packed is None for w in with_activations(rounded, "float32").weights.values()
+               if isinstance(w, Int8Weight))
     ids = tiny.tokenizer.encode("A llama is")
     with torch.inference_mode():
         assert torch.equal(forward(rounded, ids), forward(quantize_model(tiny, activations="int8"), ids))
