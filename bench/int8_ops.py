@@ -4,7 +4,7 @@
 
 Eight matrices of the 8B's largest shape (14336 x 4096), quantised with one scale per row
 (`helpers.quantize_int8`: 0.47 GB of int8 in all, far beyond the CPU caches), times one float32 row
-(a decoded token) and 17 rows (the classic prompt's prefill), three ways:
+(a decoded token) and 17 rows (the classic prompt's prefill), several ways:
 
 - `helpers.linear`: the course's compiled one-row kernel, and its block path for 17 rows; activations
   stay float32;
@@ -13,7 +13,10 @@ Eight matrices of the 8B's largest shape (14336 x 4096), quantised with one scal
 - `torch._int_mm` after rounding the activations to int8 as well, one scale per row of `x` (as
   llama.cpp's Q8_0 does per block of 32): int8 times int8 into int32, which oneDNN can run on
   VNNI or AMX; the two scales are applied afterwards. Twice: as x @ w.T, and as (w @ x.T).T, the
-  same integer sums with the weights' rows first, which `helpers.linear` uses.
+  same integer sums with the weights' rows first;
+- `helpers.linear` with x rounded to int8 (`activations="int8"`): for 17 rows, oneDNN's int8 product on
+  its own packed copy of the weights (`helpers.int8.packed_for_prompts`), for one row `_int_mm` as
+  (w @ x.T).T.
 
 Each is printed as seconds per 8B token (7.5 GB of int8 weights) and GB/s of int8 weights read, with
 its largest difference from float32 on the dequantised weights, relative to the largest value. Then
@@ -25,12 +28,14 @@ number of a row of x stands above the row's root mean square, which sets how coa
 benchmark, not a test: they depend on the machine and on what else runs on it; each is the best of 4.
 """
 
+import dataclasses
 import platform
 import time
 
 import torch
 
 from helpers import TINY_MODEL_DIR, compute, forward, kernels, linear, load_model, quantize_int8, quantize_model
+from helpers.int8 import packed_for_prompts
 from helpers.smollm2 import find_smollm2
 
 TOKEN_GB = 7.5  # int8 weights read per 8B token, the embedding table aside
@@ -63,6 +68,14 @@ def int_mm_weights_first(x):
     return [torch._int_mm(w.values, x8.t()).t() * x_scale * s for w, s in zip(weights, row_scales, strict=True)]
 
 
+rounding = [dataclasses.replace(w, rounds_activations=True, packed=packed_for_prompts(w.values)) for w in weights]
+
+
+def course_rounding(x):
+    """`linear` with x rounded: oneDNN's int8 product on the packed copy for 17 rows, `_int_mm` for one."""
+    return [linear(x, w) for w in rounding]
+
+
 def best_time(run, x):
     run(x)  # warm-up: the course's one-row kernel is asked for, and compiled in the background ...
     kernels.wait()
@@ -90,7 +103,8 @@ with torch.inference_mode():
         x = torch.randn(rows, 4096)
         print(f"{rows} row{'s' if rows > 1 else ''} of x:")
         for name, run in [("helpers.linear", course), ("aten._weight_int8pack_mm", weight_int8pack_mm),
-                          ("_int_mm, x rounded to int8", int_mm), ("  the same as w @ x.T", int_mm_weights_first)]:
+                          ("_int_mm, x rounded to int8", int_mm), ("  the same as w @ x.T", int_mm_weights_first),
+                          ("helpers.linear, x in int8", course_rounding)]:
             best = best_time(run, x)
             print(f"  {name:<28} {best / weights_gb * TOKEN_GB:6.2f} s per 8B token  "
                   f"({weights_gb / best:5.1f} GB/s)   error {error(run(x), x):.1e}")
