@@ -13,7 +13,8 @@ Eight matrices of the 8B's largest shape (14336 x 4096), quantised with one scal
 - `torch._int_mm` after rounding the activations to int8 as well, one scale per row of `x` (as
   llama.cpp's Q8_0 does per block of 32): int8 times int8 into int32, which oneDNN can run on
   VNNI or AMX; the two scales are applied afterwards. Twice: as x @ w.T, and as (w @ x.T).T, the
-  same integer sums with the weights' rows first;
+  same integer sums with the weights' rows first; and by oneDNN's int8 linear layer on its own packed
+  copy of the weights (`helpers.int8.packed_for_prompts`), x shifted by 128 into uint8;
 - `helpers.linear` with x rounded to int8 (`activations="int8"`): for 17 rows, oneDNN's int8 product on
   its own packed copy of the weights (`helpers.int8.packed_for_prompts`), for one row `_int_mm` as
   (w @ x.T).T.
@@ -71,6 +72,15 @@ def int_mm_weights_first(x):
 rounding = [dataclasses.replace(w, rounds_activations=True, packed=packed_for_prompts(w.values)) for w in weights]
 
 
+def packed_qlinear(x):
+    """oneDNN's int8 linear layer on the packed copies, for any number of rows (x shifted into uint8)."""
+    x_scale = x.abs().amax(1, keepdim=True) / 127
+    shifted = (x / x_scale).round().add(128).to(torch.uint8)
+    zero = torch.zeros(1, dtype=torch.int64)
+    return [torch.ops.onednn.qlinear_pointwise(shifted, 1.0, 128, w.packed, s, zero, None, 1.0, 0, torch.float32,
+                                               "none", [], "") * x_scale for w, s in zip(rounding, row_scales, strict=True)]
+
+
 def course_rounding(x):
     """`linear` with x rounded: oneDNN's int8 product on the packed copy for 17 rows, `_int_mm` for one."""
     return [linear(x, w) for w in rounding]
@@ -104,6 +114,7 @@ with torch.inference_mode():
         print(f"{rows} row{'s' if rows > 1 else ''} of x:")
         for name, run in [("helpers.linear", course), ("aten._weight_int8pack_mm", weight_int8pack_mm),
                           ("_int_mm, x rounded to int8", int_mm), ("  the same as w @ x.T", int_mm_weights_first),
+                          ("  oneDNN, packed copy", packed_qlinear),
                           ("helpers.linear, x in int8", course_rounding)]:
             best = best_time(run, x)
             print(f"  {name:<28} {best / weights_gb * TOKEN_GB:6.2f} s per 8B token  "
