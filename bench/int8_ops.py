@@ -78,7 +78,8 @@ def packed_qlinear(x):
     shifted = (x / x_scale).round().add(128).to(torch.uint8)
     zero = torch.zeros(1, dtype=torch.int64)
     return [torch.ops.onednn.qlinear_pointwise(shifted, 1.0, 128, w.packed, s, zero, None, 1.0, 0, torch.float32,
-                                               "none", [], "") * x_scale for w, s in zip(rounding, row_scales, strict=True)]
+                                               "none", [], "") * x_scale
+            for w, s in zip(rounding, row_scales, strict=True)]
 
 
 def course_rounding(x):

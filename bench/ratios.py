@@ -9,8 +9,12 @@ with the activations rounded to int8 as well, `quantize_model(model, activations
 Q8_0's own arithmetic, against Q8_0 again) and each
 thread count (1 and 2; 4 where the machine has 4 cores), it times a prompt of --prompt tokens (17,
 the classic prompt's length) and --gen tokens decoded one at a time (32), the course and llama.cpp
-taking turns, --repetitions times. Each pair of turns gives a ratio, course over llama.cpp; the table
-shows their median and their spread (lowest to highest).
+taking turns, --repetitions times (with --apart, llama.cpp's turns all come first, before the course
+quantises: int8 with rounded activations holds a second, packed copy of its numbers, and on a 24 GB
+machine the 8B's two copies and llama.cpp's 8.5 GB file do not fit in memory together). Each pair of
+turns gives a ratio, course over llama.cpp; the table shows their median and their spread (lowest to
+highest). The prompt's logits are the last position's alone (`forward(..., last_only=True)`), as
+llama.cpp's are.
 
 The memory-read limit: the same run reads a large tensor through torch (the best of --reads passes of
 a float32 `sum`, a float32 `amax` and a bfloat16 `sum`, the fastest full reads PyTorch gave here, at
@@ -120,8 +124,15 @@ def spread(values, fmt):
     return middle if len(values) == 1 else f"{middle} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
-def measure(model, gguf, bin_dir, args, threads, rates):
-    """The table's rows for one model and weight type, the course and llama.cpp taking turns."""
+def peer_turns(bin_dir, gguf, args, threads):
+    """llama.cpp's turns alone, for each thread count (--apart): {threads: [(prefill, decode), ...]}."""
+    return {n: [llama_cpp_run(bin_dir, gguf, args.prompt, args.gen, n) for _ in range(args.repetitions)]
+            for n in threads}
+
+
+def measure(model, gguf, bin_dir, args, threads, rates, peer_done=None):
+    """The table's rows for one model and weight type, the course and llama.cpp taking turns (or with
+    llama.cpp's turns already taken, `peer_done`)."""
     tokens = prompt_tokens(model, args.prompt)
     rows = []
     for n in threads:
@@ -129,13 +140,14 @@ def measure(model, gguf, bin_dir, args, threads, rates):
         course_run(model, tokens, 2)  # warm-up: pages mapped, compiled kernels asked for ...
         kernels.wait()
         course_run(model, tokens, 2)  # ... and loaded
-        course, peer = [], []
+        course, peer = [], list(peer_done[n]) if peer_done else []
+        taking_turns = bin_dir is not None and peer_done is None
         for _ in range(args.repetitions):
             torch.set_num_threads(n)
-            if bin_dir is not None:  # llama.cpp's files may have pushed the course's out of the page cache:
+            if taking_turns:  # llama.cpp's files may have pushed the course's out of the page cache:
                 course_run(model, tokens, 1)  # read them back untimed, as llama-bench's own warm-up run does
             course.append(course_run(model, tokens, args.gen))
-            if bin_dir is not None:
+            if taking_turns:
                 peer.append(llama_cpp_run(bin_dir, gguf, args.prompt, args.gen, n))
         rows.append((n, course, peer, rates[n]))
     return rows
@@ -179,6 +191,9 @@ def main(argv=None):
     parser.add_argument("--reads", type=int, default=5, help="reads to measure the read rate (default 5)")
     parser.add_argument("--read-mib", type=int, default=1024,
                         help="MiB each read takes, far more than the CPU's caches (default 1024)")
+    parser.add_argument("--apart", action="store_true",
+                        help="llama.cpp's turns first, before the course quantises: for a machine whose memory "
+                             "cannot hold the course's int8 model and llama.cpp's file at once")
     parser.add_argument("--work", type=Path, default=llama_cpp.DEFAULT_WORK,
                         help=f"bench/llama_cpp.py's build and GGUF folder (default {llama_cpp.DEFAULT_WORK})")
     args = parser.parse_args(argv)
@@ -206,14 +221,15 @@ def main(argv=None):
         model = load_model(model_dir, verbose=False)
         label = f"{Path(model_dir).name} ({model.params.n_layers} layers, dim {model.params.dim})"
         for kind in types:
+            gguf = files.get("bf16" if kind == "bf16" else "int8")
+            peer_done = peer_turns(bin_dir, gguf, args, threads) if args.apart and bin_dir else None
             course_model = model if kind == "bf16" else \
                 quantize_model(model, activations="int8" if kind == "int8x8" else "float32")
             # Bytes a decoded token reads: the matrices (llama.cpp's Q8_0: 34 bytes for 32 weights).
             course_bytes = weight_bytes(course_model)
             peer_bytes = weight_bytes(model) * (1 if kind == "bf16" else 34 / 64)
             say(f"Measuring {label}, {kind}: {course_bytes / 1e9:.2f} GB of matrices a token ...")
-            rows = measure(course_model, files.get("bf16" if kind == "bf16" else "int8"), bin_dir, args, threads,
-                           rates)
+            rows = measure(course_model, gguf, bin_dir, args, threads, rates, peer_done)
             table.append((label, {"bf16": "bf16", "int8": "int8 / Q8_0", "int8x8": "int8, x in int8 / Q8_0"}[kind],
                           rows, course_bytes, peer_bytes))
             del course_model

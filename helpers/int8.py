@@ -196,7 +196,8 @@ def with_activations(model, activations):
     wholes = {}  # id of a joined matrix -> its copy with the new setting
 
     def switched(w):
-        return dataclasses.replace(w, rounds_activations=rounds, packed=packed_for_prompts(w.values) if rounds else None)
+        packed = packed_for_prompts(w.values) if rounds else None
+        return dataclasses.replace(w, rounds_activations=rounds, packed=packed)
 
     def setting(w):
         if not isinstance(w, Int8Weight):
