@@ -13,13 +13,17 @@ from . import kernels
 from .int8 import Int8Weight, whole_of
 from .tolerance import FLOAT32_TOLERANCE, assert_close  # noqa: F401  (helpers/check.py imports them from here)
 
-# A block: 2^20 numbers of a matrix in float32 (4 MiB), and never fewer than 256 rows: oneDNN's product of a
-# prompt by a block of the 8B's 14336-wide w2 ran 1.5 times slower with 73 rows than with 256 (docs/kernels.md).
+# A block: 2^20 numbers of a matrix in float32 (4 MiB), and never fewer than 256 rows: on the 8B's w2, 14336
+# wide, that is 73 rows, and oneDNN's product of a prompt by blocks of 64 rows took 1.8 times as long as by
+# blocks of 256 (bench/linear_bf16.py).
 BLOCK_ELEMENTS = 1 << 20
 MIN_BLOCK_ROWS = 256
-# oneDNN, the second CPU library PyTorch ships, multiplies a prompt's rows by a block 1.4 to 1.6 times as fast
-# as `@` (MKL) here, in float32 all the same. False where torch has no oneDNN, or its operator failed.
+# oneDNN, the second CPU library PyTorch ships, multiplied a prompt's rows by the blocks 1.8 times as fast as
+# `@` (MKL) here, in float32 all the same (bench/linear_bf16.py). False where torch has no oneDNN, or its
+# operator failed. Blocks of fewer numbers than ONEDNN_MIN_ELEMENTS (the tiny model's matrices) go to `@`:
+# there oneDNN's call costs more than its product saves.
 ONEDNN = torch.backends.mkldnn.is_available()
+ONEDNN_MIN_ELEMENTS = 1 << 16
 
 _buffer = torch.empty(0)
 
@@ -50,9 +54,9 @@ def linear(x, w):
 
 
 def times_transposed(rows, block):
-    """`rows @ block.T` for two float32 matrices: by oneDNN where torch has it, else by `@`."""
+    """`rows @ block.T` for two float32 matrices: by oneDNN where torch has it and the block is large, else by `@`."""
     global ONEDNN
-    if ONEDNN and rows.dtype == torch.float32:
+    if ONEDNN and rows.dtype == torch.float32 and block.numel() >= ONEDNN_MIN_ELEMENTS:
         try:
             return torch.ops.mkldnn._linear_pointwise(rows, block, None, "none", [], "")
         except (AttributeError, NotImplementedError, RuntimeError):  # a torch whose oneDNN lacks it

@@ -13,8 +13,8 @@ multiply the same row (`join`); helpers/int8_file.py writes and memory-maps such
 
 Opt-in, `quantize_model(model, activations="int8")` (or `with_activations` on a quantised model, such
 as one `load_int8` gives back) rounds the activations too, as llama.cpp's Q8_0 does: each row of `x`
-becomes int8 numbers and one scale, and `linear` multiplies integers by integers (`torch._int_mm`, on
-the CPU's int8 dot-product instructions where it has them). Faster for a prompt, and no longer float32
+becomes int8 numbers and one scale, and `linear` multiplies integers by integers (oneDNN's int8 products,
+on the CPU's int8 dot-product instructions where it has them). Faster for a prompt, and no longer float32
 arithmetic: see `compute.times_rounded_rows`.
 """
 
@@ -170,9 +170,9 @@ def check_activations(activations):
 
 
 def packed_for_prompts(values):
-    """oneDNN's copy of int8 `values` (out, in) in its own layout, which its int8 product of a prompt's rows
-    reads 2.1 to 2.4 times as fast as `torch._int_mm` reads `values` (bench/int8_ops.py); None where this
-    torch cannot make one (no oneDNN), and a prompt then takes `torch._int_mm` too."""
+    """oneDNN's copy of int8 `values` (out, in) in its own layout: its int8 product of a prompt's rows by
+    this copy took half the time of `torch._int_mm` on `values` (bench/int8_ops.py). None where this torch
+    cannot make one (no oneDNN); a prompt then takes `torch._int_mm` too."""
     if not torch.backends.mkldnn.is_available():
         return None
     try:
