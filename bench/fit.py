@@ -188,7 +188,7 @@ def child(mode, model_dir, logits_file, decode_tokens):
             _, result["again_s"] = timed(forward, model, tokens)
             logits = logits[-1]
         elif mode in ("decode", "decode-int8"):
-            from helpers import KVCache, forward, generate, load_model, quantize_model, weight_bytes
+            from helpers import KVCache, forward, generate, kernels, load_model, quantize_model, weight_bytes
             model, result["load_s"] = timed(load_model, model_dir, verbose=False)
             result["matrices_bytes"] = weight_bytes(model)
             if mode == "decode-int8":
@@ -200,9 +200,11 @@ def child(mode, model_dir, logits_file, decode_tokens):
             # kernels (helpers/kernels.py): both would bias what follows, and are reported on their own. Then
             # one new token is the prefill; decoding is the difference between that and a run of
             # `decode_tokens` new tokens.
-            cache = KVCache(model.params, len(tokens) + 1)
+            cache = KVCache(model.params, len(tokens) + 2)
             logits, result["warmup_prefill_s"] = timed(forward, model, tokens, cache)
             _, result["first_token_s"] = timed(forward, model, [int(logits[-1].argmax())], cache)
+            kernels.wait()  # the kernels that first token asked for, compiled in the background ...
+            forward(model, [int(logits[-1].argmax())], cache)  # ... and loaded here, untimed
             _, result["prefill_s"] = timed(generate, model, tokens, 1, stop_ids=())
             out, total = timed(generate, model, tokens, decode_tokens, stop_ids=())
             assert len(out.new_ids) == decode_tokens
