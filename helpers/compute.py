@@ -10,7 +10,7 @@ the measurements behind these choices.
 import torch
 
 from . import kernels
-from .int8 import Int8Weight, whole_of
+from .int8 import Int8Weight, onednn_here, whole_of
 from .tolerance import FLOAT32_TOLERANCE, assert_close  # noqa: F401  (helpers/check.py imports them from here)
 
 # A block: 2^20 numbers of a matrix in float32 (4 MiB), and never fewer than 256 rows: on the 8B's w2, 14336
@@ -19,10 +19,10 @@ from .tolerance import FLOAT32_TOLERANCE, assert_close  # noqa: F401  (helpers/c
 BLOCK_ELEMENTS = 1 << 20
 MIN_BLOCK_ROWS = 256
 # oneDNN, the second CPU library PyTorch ships, multiplied a prompt's rows by the blocks 1.8 times as fast as
-# `@` (MKL) here, in float32 all the same (bench/linear_bf16.py). False where torch has no oneDNN, or its
-# operator failed. Blocks of fewer numbers than ONEDNN_MIN_ELEMENTS (the tiny model's matrices) go to `@`:
-# there oneDNN's call costs more than its product saves.
-ONEDNN = torch.backends.mkldnn.is_available()
+# `@` (MKL) here, in float32 all the same (bench/linear_bf16.py). False where it is not used (`onednn_here`),
+# or its operator failed. Blocks of fewer numbers than ONEDNN_MIN_ELEMENTS (the tiny model's matrices) go to
+# `@`: there oneDNN's call costs more than its product saves.
+ONEDNN = onednn_here()
 ONEDNN_MIN_ELEMENTS = 1 << 16
 
 _buffer = torch.empty(0)

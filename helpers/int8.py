@@ -19,6 +19,7 @@ arithmetic: see `compute.times_rounded_rows`.
 """
 
 import dataclasses
+import platform
 from dataclasses import dataclass, field
 
 import torch
@@ -169,11 +170,17 @@ def check_activations(activations):
                          'or "int8" (rounded to int8 too, one scale per row, as llama.cpp\'s Q8_0 does).')
 
 
+def onednn_here():
+    """Whether `linear` uses oneDNN's products: where torch has oneDNN, on an x86 CPU, where they were
+    measured faster (docs/kernels.md). Elsewhere (an Arm Mac, say) it keeps `@` and `torch._int_mm`."""
+    return torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
+
+
 def packed_for_prompts(values):
     """oneDNN's copy of int8 `values` (out, in) in its own layout: its int8 product of a prompt's rows by
     this copy took half the time of `torch._int_mm` on `values` (bench/int8_ops.py). None where this torch
-    cannot make one (no oneDNN); a prompt then takes `torch._int_mm` too."""
-    if not torch.backends.mkldnn.is_available():
+    cannot make one, or where oneDNN is not used (`onednn_here`); a prompt then takes `torch._int_mm` too."""
+    if not onednn_here():
         return None
     try:
         return torch.ops.onednn.qlinear_prepack(values, None)

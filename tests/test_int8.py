@@ -26,7 +26,7 @@ from helpers import (
     weight_bytes,
     with_activations,
 )
-from helpers.int8 import join, packed_for_prompts, whole_of
+from helpers.int8 import join, onednn_here, packed_for_prompts, whole_of
 
 from conftest import random_model, random_params
 
@@ -290,7 +290,7 @@ def test_rounded_activations_are_q8_0s_arithmetic(fresh_fused):
 def test_a_prompt_multiplies_onednns_packed_copy_with_the_same_sums(fresh_fused):
     """A prompt's rows by the packed copy (oneDNN, x shifted into uint8), one row by `_int_mm` on the values:
     the same integer sums, so the same results to float32's last bits."""
-    assert torch.backends.mkldnn.is_available(), "this torch has no oneDNN: the packed path is not tested"
+    assert onednn_here(), "oneDNN is not used on this machine: the packed path is not tested"
     plain = dataclasses.replace(quantize_int8(a_matrix(rows=384)), rounds_activations=True)
     packed = dataclasses.replace(plain, packed=packed_for_prompts(plain.values))
     assert packed.packed is not None
