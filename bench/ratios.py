@@ -53,6 +53,7 @@ def bench_module(name):
 
 
 llama_cpp = bench_module("llama_cpp")
+fit = bench_module("fit")
 say = llama_cpp.say
 
 
@@ -228,7 +229,9 @@ def main(argv=None):
             # Bytes a decoded token reads: the matrices (llama.cpp's Q8_0: 34 bytes for 32 weights).
             course_bytes = weight_bytes(course_model)
             peer_bytes = weight_bytes(model) * (1 if kind == "bf16" else 34 / 64)
-            say(f"Measuring {label}, {kind}: {course_bytes / 1e9:.2f} GB of matrices a token ...")
+            anon = (fit.status_kib("self", "RssAnon") or 0) * 1024 / 1e9  # 0 off Linux
+            say(f"Measuring {label}, {kind}: {course_bytes / 1e9:.2f} GB of matrices a token; the process holds "
+                f"{anon:.2f} GB of anonymous memory ...")
             rows = measure(course_model, gguf, bin_dir, args, threads, rates, peer_done)
             table.append((label, {"bf16": "bf16", "int8": "int8 / Q8_0", "int8x8": "int8, x in int8 / Q8_0"}[kind],
                           rows, course_bytes, peer_bytes))
