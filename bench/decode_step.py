@@ -20,11 +20,14 @@ a layer, not 7. This prints, each the median of --rounds runs:
 - one call of the same compiled kernel on a matrix of 8 rows: what a call costs beyond its
   arithmetic (torch.compile's Python wrappers, starting the threads);
 - with --compare-parts 1,2,8, the compiled kernels alone on the same matrices, taking turns: as
-  helpers has them (each matrix read as PARTS blocks of rows side by side, helpers/kernels.py) and
+  helpers has them (each matrix read as PARTS blocks of rows side by side, helpers/matvec.py) and
   read as each number of parts given (1: from top to bottom); this compiles five more kernels for
   each number first;
+- with --compare-int8-forms (int8), the compiled int8 kernel alone on the same matrices, taking turns
+  with its other form: reading the int8 numbers four at a time from int32 words, or each one as it is
+  (helpers/matvec.py; helpers/kernels.py's `int8_words`: words in AVX2 code, each number in AVX-512 code);
 - with --simdlen 256, all of it with the kernels compiled for 256-bit vectors: AVX2 code, as a CPU
-  without AVX-512 gets, on a CPU that has it.
+  without AVX-512 gets, on a CPU that has it (and the int8 kernel in its AVX2 form, words).
 
 The products and the row sums take turns round after round, so that both see the same machine.
 A benchmark, not a test: the figures depend on the machine and on what else runs on it.
@@ -106,11 +109,14 @@ def main(argv=None):
     parser.add_argument("--compare-parts", type=parts_list, default=[], metavar="N,N,...",
                         help=f"also time the kernels reading each matrix as N blocks of rows side by side, "
                              f"against helpers' {kernels.PARTS}")
+    parser.add_argument("--compare-int8-forms", action="store_true",
+                        help="also time the int8 kernel in its other form (words or each number), taking turns")
     parser.add_argument("--simdlen", type=int, metavar="BITS",
                         help="compile the kernels for vectors of this many bits (256: AVX2 code on an AVX-512 CPU)")
     args = parser.parse_args(argv)
     if args.simdlen:
         torch._inductor.config.cpp.simdlen = args.simdlen
+        kernels.INT8_WORDS = kernels.INT8_WORDS or args.simdlen < 512
 
     model = load_model(args.model_dir, verbose=False)
     if not args.bf16:
@@ -172,6 +178,8 @@ def main(argv=None):
             for kernel in others[1:]:
                 run(kernel)()  # compiles
             by_parts = [[seconds(run(kernel)) for kernel in others] for _ in range(args.rounds)]
+        if compiled and args.compare_int8_forms and not args.bf16:
+            by_form = compare_int8_forms(compiled, matrices, inputs, args.rounds)
 
     products_s, sums_s = (statistics.median(column) for column in zip(*rounds, strict=True))
     total_bytes = sum(nbytes(w) for w in matrices)
@@ -209,6 +217,33 @@ def main(argv=None):
                 ratio = statistics.median(round_[i] / round_[0] for round_ in by_parts)
                 line += f"; round by round, {ratio:.2f} times the time of {kernels.PARTS} (helpers')"
             print(line)
+    if compiled and args.compare_int8_forms and not args.bf16:
+        print()
+        print("the int8 kernel alone, its numbers read:")
+        for i, words in enumerate((kernels.INT8_WORDS, not kernels.INT8_WORDS)):
+            took = statistics.median(round_[i] for round_ in by_form)
+            line = f"  {FORMS[words]:<30} {took * 1e3:6.1f} ms ({total_bytes / took / 1e9:4.1f} GB/s)"
+            line += "; helpers' form here" if not i else \
+                f"; round by round, {statistics.median(r[1] / r[0] for r in by_form):.2f} times the time of helpers'"
+            print(line)
+
+
+FORMS = {True: "four at a time from int32 words", False: "each one as it is"}
+
+
+def compare_int8_forms(compiled, matrices, inputs, rounds):
+    """Seconds of the int8 kernel over `matrices`, in helpers' form and in the other, round by round."""
+    helpers_form, runs = kernels.INT8_WORDS, []
+    try:
+        for words in (helpers_form, not helpers_form):
+            kernels.INT8_WORDS = words
+            kernel = compiled if words == helpers_form else kernels.new_kernel(True)
+            each = [kernels.kernel_inputs(w, inputs[w.shape[1]].view(-1)) for w in matrices]
+            runs.append(lambda kernel=kernel, each=each: [kernel(*arguments) for arguments in each])
+            runs[-1]()  # compiles
+    finally:
+        kernels.INT8_WORDS = helpers_form
+    return [[seconds(run) for run in runs] for _ in range(rounds)]
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ kernel applies (several rows, a matrix smaller than a real Llama 3's), where it 
 compiled, or where compiling is unavailable (no C++ compiler: then never tried again). Kernels are
 compiled in a background process that fills torch.compile's cache, so that decoding goes on by
 the block path meanwhile; the caller then loads each from the cache. `wait()` waits for them,
-`compiled()` lists what was built, `reset()` forgets it. The kernels read a matrix as PARTS blocks of
-rows side by side. docs/kernels.md gives the measurements behind these choices.
+`compiled()` lists what was built, `reset()` forgets it. What they compute is in helpers/matvec.py.
+docs/kernels.md gives the measurements behind these choices.
 """
 
 import contextlib
@@ -20,6 +20,16 @@ import threading
 import torch
 
 from .int8 import Int8Weight
+from .matvec import (
+    PARTS,
+    in_parts,
+    matvec,
+    matvec_int8,
+    matvec_int8_each,
+    rows_times,
+    rows_times_int8,
+    rows_times_int8_each,
+)
 
 # Matrices of real Llama 3 models (width 2048 or more, the 1B's wk and wv 512 x 2048 the smallest) take
 # the kernels; the tiny model's (64 or 224 wide), bound by overheads, do not.
@@ -29,7 +39,10 @@ MIN_WIDTH = 1024
 MAX_SHAPES = 8
 # The int8 kernel is compiled with multiply-adds (FMA): it spends most of its time in arithmetic.
 INT8_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
-PARTS = 4
+# How the int8 kernel reads its numbers (`int8_words`): four at a time from int32 words (`matvec.matvec_int8`), the
+# form for AVX2 code, unless ATen found AVX-512 at start-up; there each int8 number as it is
+# (`matvec.matvec_int8_each`), faster in AVX-512 code on the 8B's matrices, ten times slower in AVX2 code.
+INT8_WORDS = torch.backends.cpu.get_cpu_capability() != "AVX512"
 
 # Compile in a background process (LLAMA3_COMPILE_IN_BACKGROUND=0: in the caller, on first use).
 BACKGROUND = os.environ.get("LLAMA3_COMPILE_IN_BACKGROUND", "1") != "0"
@@ -41,44 +54,10 @@ _shapes = set()  # (matrix shape, its dtype or (torch.int8, group size), row dty
 _warmer = None  # the background process that fills the compile cache, and what it answered
 
 
-def _rows_times(w, x):
-    """w (out, dim) times x (dim,) in x's dtype. Run only compiled: run as it is, w.to() copies w whole."""
-    return (w.to(x.dtype) * x).sum(-1)
-
-
-def _rows_times_int8(words, scales, x4):
-    """An int8 matrix times one row, run only compiled.
-
-    `words` (out, dim / 4) int32 holds the int8 numbers four at a time, `scales` (out, groups) their
-    scales, x4[k] (dim / 4,) the entries of x that the k-th byte of each word multiplies. Shifting a word
-    left then right (sign-extending) takes out one byte as an int32. The four bytes' products are added
-    before the sum over each group, so that the loop keeps one running sum per row.
-    """
-    rows, groups = scales.shape
-    words = words.view(rows, groups, -1)
-    products = 0
-    for k in range(4):
-        byte = (words << (24 - 8 * k)) >> 24
-        products = products + byte.to(x4.dtype) * x4[k].view(groups, -1)
-    return (products.sum(-1) * scales).sum(-1)
-
-
-def _in_parts(rows_times, matrices, *vectors, parts=PARTS):
-    """`rows_times(*matrices, *vectors)` computed for `parts` blocks of rows, then joined: the same result,
-    row for row, which torch.compile fuses into one loop that streams from `parts` places in memory."""
-    rows = len(matrices[0])
-    parts = min(parts, rows)
-    cuts = [rows // parts * i for i in range(parts)] + [rows]
-    blocks = zip(cuts, cuts[1:], strict=False)
-    return torch.cat([rows_times(*(m[start:end] for m in matrices), *vectors) for start, end in blocks])
-
-
-def _matvec(w, x):
-    return _in_parts(_rows_times, (w,), x)
-
-
-def _matvec_int8(words, scales, x4):
-    return _in_parts(_rows_times_int8, (words, scales), x4)
+def int8_words():
+    """Whether the int8 kernel reads words: INT8_WORDS, or Inductor's own check of the CPU is in use
+    (OWN_ISA_CHECK off), which may choose narrower vectors than the AVX-512 ATen found."""
+    return INT8_WORDS or not OWN_ISA_CHECK
 
 
 def configure():
@@ -102,23 +81,24 @@ def new_kernel(int8, parts=PARTS):
     `kernel_inputs(w, x)`. `one_row` uses one of its own (`kernel`)."""
     configure()
     if parts == PARTS:
-        return torch.compile(_matvec_int8, dynamic=False, options=INT8_OPTIONS) if int8 else \
-            torch.compile(_matvec, dynamic=False)
+        return torch.compile(matvec_int8 if int8_words() else matvec_int8_each, dynamic=False, options=INT8_OPTIONS) \
+            if int8 else torch.compile(matvec, dynamic=False)
     if int8:
-        return torch.compile(lambda words, scales, x4: _in_parts(_rows_times_int8, (words, scales), x4, parts=parts),
+        product = rows_times_int8 if int8_words() else rows_times_int8_each
+        return torch.compile(lambda values, scales, x: in_parts(product, (values, scales), x, parts=parts),
                              dynamic=False, options=INT8_OPTIONS)
-    return torch.compile(lambda w, x: _in_parts(_rows_times, (w,), x, parts=parts), dynamic=False)
+    return torch.compile(lambda w, x: in_parts(rows_times, (w,), x, parts=parts), dynamic=False)
 
 
 def kernel_inputs(w, x):
     """The kernel's arguments for matrix `w` and one row `x` (dim,); call it in inference mode.
 
-    Int8: w's numbers as int32 words, and x's entries split by byte (on a little-endian CPU the k-th
-    byte of word j is entry 4j + k of a row).
+    Int8 read as words (`int8_words`): w's numbers as int32 words, and x's entries split by byte (on a
+    little-endian CPU the k-th byte of word j is entry 4j + k of a row).
     """
-    if isinstance(w, Int8Weight):
+    if isinstance(w, Int8Weight) and int8_words():
         return w.values.view(torch.int32), w.scales, x.view(-1, 4).T.contiguous()
-    return w, x.clone()
+    return (w.values, w.scales, x.clone()) if isinstance(w, Int8Weight) else (w, x.clone())
 
 
 def kernel(int8):
@@ -128,7 +108,7 @@ def kernel(int8):
 
 def applies(x, w):
     """Whether `one_row` has a kernel for `x` times matrix `w`: one row, a real model's matrix size."""
-    if isinstance(w, Int8Weight) and w.group_size % 4:
+    if isinstance(w, Int8Weight) and int8_words() and w.group_size % 4:
         return False  # four int8 numbers to a word: every Llama 3 matrix's rows and groups allow it
     return x.numel() == x.shape[-1] and w.numel() >= MIN_ELEMENTS and w.shape[1] >= MIN_WIDTH
 
@@ -137,7 +117,8 @@ def _spec(w, x):
     """What the background process needs to compile a kernel for `w` and `x`: shapes, dtypes, threads."""
     int8, name = isinstance(w, Int8Weight), lambda dtype: str(dtype).removeprefix("torch.")
     return {"int8": int8, "shape": list(w.shape), "group": w.group_size if int8 else None,
-            "dtype": None if int8 else name(w.dtype), "x": name(x.dtype), "threads": torch.get_num_threads()}
+            "words": INT8_WORDS if int8 else None, "dtype": None if int8 else name(w.dtype), "x": name(x.dtype),
+            "threads": torch.get_num_threads()}
 
 
 def _inputs_like(spec):
@@ -151,8 +132,9 @@ def _inputs_like(spec):
 def warm(spec):
     """Compile the kernel for `spec` into torch.compile's cache; whether it worked. Where it fails with
     OWN_ISA_CHECK, it tries again with Inductor's own check of the CPU, and keeps to that."""
-    global OWN_ISA_CHECK
+    global OWN_ISA_CHECK, INT8_WORDS
     torch.set_num_threads(spec["threads"])
+    INT8_WORDS = INT8_WORDS if spec["words"] is None else spec["words"]
     for own in dict.fromkeys((OWN_ISA_CHECK, False)):
         OWN_ISA_CHECK = own
         try:

@@ -297,6 +297,20 @@ def test_the_decode_step_benchmark_compares_numbers_of_parts(small_tied_dir, cap
     assert "N = 1 " in printed and f"times the time of {kernels.PARTS} (helpers')" in printed
 
 
+def test_the_decode_step_benchmark_compares_the_int8_kernels_two_forms(small_tied_dir, capsys, fresh_fused):
+    """--compare-int8-forms times the int8 kernel in helpers' form and in the other, taking turns, and leaves
+    helpers' form as it was."""
+    from helpers import kernels
+
+    form = kernels.INT8_WORDS
+    load_script("bench/decode_step.py").main([str(small_tied_dir), "--rounds", "2", "--compare-int8-forms"])
+    printed = capsys.readouterr().out
+    assert kernels.INT8_WORDS == form
+    lines = printed.split("the int8 kernel alone, its numbers read:\n")[1].splitlines()
+    assert lines[0].split("  ")[1].strip() == ("four at a time from int32 words" if form else "each one as it is")
+    assert "helpers' form here" in lines[0] and "times the time of helpers'" in lines[1]
+
+
 @pytest.mark.parametrize("parts", ["0", "two", "2,,4", ""])
 def test_the_decode_step_benchmark_refuses_parts_that_are_not_positive_numbers(small_tied_dir, capsys, parts):
     with pytest.raises(SystemExit):

@@ -99,11 +99,22 @@ def test_where_compiling_with_the_own_check_fails_inductors_check_takes_over(ind
         return lambda *inputs: None
 
     monkeypatch.setattr(kernels, "new_kernel", new_kernel)
-    spec = {"int8": False, "shape": [8, 16], "group": None, "dtype": "bfloat16", "x": "float32", "threads": 1}
+    spec = {"int8": False, "shape": [8, 16], "group": None, "words": None, "dtype": "bfloat16", "x": "float32",
+            "threads": 1}
     assert kernels.warm(spec) and tried == [True, None] and kernels.OWN_ISA_CHECK is False
     tried.clear()
     monkeypatch.setattr(kernels, "new_kernel", lambda int8: 1 / 0)
     assert not kernels.warm(spec)  # nothing works: the block path
+
+
+def test_the_int8_kernel_reads_words_wherever_inductor_checks_the_cpu_itself(monkeypatch):
+    """Each int8 number as it is suits AVX-512 code only (ten times slower in AVX2 code), and Inductor's own
+    check of the CPU, once in use, may choose narrower vectors than the AVX-512 ATen found."""
+    monkeypatch.setattr(kernels, "INT8_WORDS", False)
+    monkeypatch.setattr(kernels, "OWN_ISA_CHECK", True)
+    assert not kernels.int8_words()
+    monkeypatch.setattr(kernels, "OWN_ISA_CHECK", False)
+    assert kernels.int8_words()
 
 
 def test_past_the_shape_limit_new_shapes_take_the_block_path(fresh_fused, monkeypatch):

@@ -20,6 +20,7 @@ from helpers import (
     linear,
     linear_each,
     load_int8,
+    matvec,
     quantize_int8,
     quantize_model,
     save_int8,
@@ -69,13 +70,22 @@ def test_a_group_of_zeros_and_a_group_size_that_does_not_divide():
         quantize_int8(w, 48)
 
 
+@pytest.mark.parametrize("words", [True, False])
 @pytest.mark.parametrize("group_size", [None, 32])
-def test_one_row_kernel_and_block_path_equal_float32_on_the_dequantised_weights(fresh_fused, group_size):
+def test_one_row_kernel_and_block_path_equal_float32_on_the_dequantised_weights(fresh_fused, monkeypatch,
+                                                                               group_size, words):
+    """Both forms of the int8 kernel (`kernels.INT8_WORDS`: words for AVX2 code, each number for AVX-512), on
+    whatever this CPU is; the background process compiles the form the caller asked for."""
+    monkeypatch.setattr(kernels, "INT8_WORDS", words)
     q = quantize_int8(a_matrix(rows=384), group_size)
     expected_weights = dequantize(q)
     x = torch.randn(1, 256, generator=torch.Generator().manual_seed(1))
+    linear(x, q)  # asks for the kernel, compiled in the background meanwhile
+    kernels.wait()
     one_row = linear(x, q)
-    assert kernels.compiled() == {((384, 256), (torch.int8, q.group_size), torch.float32)}  # the kernel ran
+    assert kernels._shapes == {((384, 256), (torch.int8, q.group_size), torch.float32)}  # the kernel ran
+    assert kernels.kernel(True)._torchdynamo_orig_callable is (matvec.matvec_int8 if words else
+                                                              matvec.matvec_int8_each)
     assert one_row.shape == (1, 384) and not one_row.is_inference()
     assert_close(one_row, x @ expected_weights.T)
     rows = torch.randn(17, 256, generator=torch.Generator().manual_seed(2))

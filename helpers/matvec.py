@@ -1,0 +1,64 @@
+"""One row times a matrix, as the compiled one-row kernels of helpers/kernels.py compute it.
+
+Each function multiplies a bf16 or int8 matrix by one row `x`, converting each weight to x's dtype in a
+register as it reads it. They are only run compiled: run as they are, `w.to()` would copy a matrix whole.
+`matvec`, `matvec_int8` and `matvec_int8_each` read a matrix as PARTS blocks of rows side by side; the int8
+ones are two forms of the same product (helpers/kernels.py picks one, `int8_words`). docs/kernels.md gives
+the measurements behind these choices.
+"""
+
+import torch
+
+PARTS = 4
+
+
+def rows_times(w, x):
+    """w (out, dim) times x (dim,), in x's dtype."""
+    return (w.to(x.dtype) * x).sum(-1)
+
+
+def rows_times_int8(words, scales, x4):
+    """An int8 matrix times one row, its numbers read four at a time from int32 words.
+
+    `words` (out, dim / 4) int32 holds the int8 numbers four at a time, `scales` (out, groups) their
+    scales, x4[k] (dim / 4,) the entries of x that the k-th byte of each word multiplies. Shifting a word
+    left then right (sign-extending) takes out one byte as an int32. The four bytes' products are added
+    before the sum over each group, so that the loop keeps one running sum per row.
+    """
+    rows, groups = scales.shape
+    words = words.view(rows, groups, -1)
+    products = 0
+    for k in range(4):
+        byte = (words << (24 - 8 * k)) >> 24
+        products = products + byte.to(x4.dtype) * x4[k].view(groups, -1)
+    return (products.sum(-1) * scales).sum(-1)
+
+
+def rows_times_int8_each(values, scales, x):
+    """An int8 matrix times one row, its numbers read each as it is: `values` (out, dim) int8, `scales`
+    (out, groups), x (dim,)."""
+    rows, groups = scales.shape
+    products = values.view(rows, groups, -1).to(x.dtype) * x.view(groups, -1)
+    return (products.sum(-1) * scales).sum(-1)
+
+
+def in_parts(product, matrices, *vectors, parts=PARTS):
+    """`product(*matrices, *vectors)` computed for `parts` blocks of rows, then joined: the same result,
+    row for row, which torch.compile fuses into one loop that streams from `parts` places in memory."""
+    rows = len(matrices[0])
+    parts = min(parts, rows)
+    cuts = [rows // parts * i for i in range(parts)] + [rows]
+    blocks = zip(cuts, cuts[1:], strict=False)
+    return torch.cat([product(*(m[start:end] for m in matrices), *vectors) for start, end in blocks])
+
+
+def matvec(w, x):
+    return in_parts(rows_times, (w,), x)
+
+
+def matvec_int8(words, scales, x4):
+    return in_parts(rows_times_int8, (words, scales), x4)
+
+
+def matvec_int8_each(values, scales, x):
+    return in_parts(rows_times_int8_each, (values, scales), x)
