@@ -26,6 +26,9 @@ a layer, not 7. This prints, each the median of --rounds runs:
 - with --compare-int8-forms (int8), the compiled int8 kernel alone on the same matrices, taking turns
   with its other form: reading the int8 numbers four at a time from int32 words, or each one as it is
   (helpers/matvec.py; helpers/kernels.py's `int8_words`: words in AVX2 code, each number in AVX-512 code);
+- with --compare-columns (int8, each number as it is), the compiled int8 kernel alone on each shape
+  whose rows are wider than 2 * COLUMNS numbers, taking turns: reading them COLUMNS at a time, as
+  helpers does (helpers/matvec.py's `in_columns`), and whole;
 - with --simdlen 256, all of it with the kernels compiled for 256-bit vectors: AVX2 code, as a CPU
   without AVX-512 gets, on a CPU that has it (and the int8 kernel in its AVX2 form, words).
 
@@ -43,7 +46,7 @@ from pathlib import Path
 import torch
 import torch._inductor.config
 
-from helpers import KVCache, forward, kernels, linear, linear_each, load_model, quantize_int8, quantize_model
+from helpers import KVCache, forward, kernels, linear, linear_each, load_model, matvec, quantize_int8, quantize_model
 from helpers.check import PROMPT
 from helpers.int8 import Int8Weight, weight_bytes, whole_of
 
@@ -111,6 +114,8 @@ def main(argv=None):
                              f"against helpers' {kernels.PARTS}")
     parser.add_argument("--compare-int8-forms", action="store_true",
                         help="also time the int8 kernel in its other form (words or each number), taking turns")
+    parser.add_argument("--compare-columns", action="store_true",
+                        help="also time the int8 kernel reading wide rows whole, against helpers' blocks of columns")
     parser.add_argument("--simdlen", type=int, metavar="BITS",
                         help="compile the kernels for vectors of this many bits (256: AVX2 code on an AVX-512 CPU)")
     args = parser.parse_args(argv)
@@ -180,6 +185,9 @@ def main(argv=None):
             by_parts = [[seconds(run(kernel)) for kernel in others] for _ in range(args.rounds)]
         if compiled and args.compare_int8_forms and not args.bf16:
             by_form = compare_int8_forms(compiled, matrices, inputs, args.rounds)
+        columns = compiled and args.compare_columns and not args.bf16 and not kernels.int8_words()
+        if columns:
+            by_columns = compare_columns(compiled, matrices, inputs, args.rounds)
 
     products_s, sums_s = (statistics.median(column) for column in zip(*rounds, strict=True))
     total_bytes = sum(nbytes(w) for w in matrices)
@@ -226,6 +234,35 @@ def main(argv=None):
             line += "; helpers' form here" if not i else \
                 f"; round by round, {statistics.median(r[1] / r[0] for r in by_form):.2f} times the time of helpers'"
             print(line)
+
+    if columns:
+        print()
+        print(f"the int8 kernel alone on the matrices whose rows it reads {matvec.COLUMNS} columns at a time, "
+              "and reading their rows whole:")
+        for shape, (calls, runs) in by_columns.items():
+            blocks, whole = (statistics.median(round_[i] for round_ in runs) for i in (0, 1))
+            ratio = statistics.median(round_[1] / round_[0] for round_ in runs)
+            print(f"  {str(shape):>16} {calls:>3} calls: {blocks * 1e3:6.1f} ms in blocks, {whole * 1e3:6.1f} ms "
+                  f"whole; round by round, whole rows took {ratio:.2f} times the time")
+        if not by_columns:
+            print(f"  none: no row here is wider than {2 * matvec.COLUMNS} numbers")
+    elif args.compare_columns:
+        print("\n--compare-columns: the int8 kernel here reads words, which it does not read in blocks of columns")
+
+def compare_columns(compiled, matrices, inputs, rounds):
+    """For each shape of `matrices` whose rows the int8 kernel reads in blocks of columns: how many, and the
+    seconds of the kernel on them, that way and reading the rows whole, round by round."""
+    ways = {}  # shape -> (helpers' inputs, the rows whole)
+    for w in matrices:
+        x = inputs[w.shape[1]].view(-1)
+        in_blocks, whole = ways.setdefault(tuple(w.shape), ([], []))
+        in_blocks.append(kernels.kernel_inputs(w, x))
+        whole.append((w.values, w.scales, x.clone()))
+    wide = {shape: each for shape, each in ways.items() if each[0][0][0].dim() == 3}
+    for _, whole in wide.values():
+        compiled(*whole[0])  # compiles
+    return {shape: (len(each[0]), [[seconds(lambda e=e: [compiled(*a) for a in e]) for e in each]
+                                   for _ in range(rounds)]) for shape, each in wide.items()}
 
 
 FORMS = {True: "four at a time from int32 words", False: "each one as it is"}

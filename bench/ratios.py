@@ -172,9 +172,12 @@ def print_rows(label, kind, rows, course_bytes, peer_bytes, args):
 
 
 def commit():
+    """The commit measured, and whether tracked files were changed since (then it is not the code measured)."""
     try:
-        return subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        git = ["git", "-C", str(HERE)]
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        changed = subprocess.run(git + ["diff", "--quiet", "HEAD"], capture_output=True).returncode != 0
+        return head.stdout.strip() + (" with uncommitted changes" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -19,9 +19,11 @@ import threading
 
 import torch
 
+from . import matvec as _matvec
 from .int8 import Int8Weight
 from .matvec import (
     PARTS,
+    in_columns,
     in_parts,
     matvec,
     matvec_int8,
@@ -94,11 +96,12 @@ def kernel_inputs(w, x):
     """The kernel's arguments for matrix `w` and one row `x` (dim,); call it in inference mode.
 
     Int8 read as words (`int8_words`): w's numbers as int32 words, and x's entries split by byte (on a
-    little-endian CPU the k-th byte of word j is entry 4j + k of a row).
+    little-endian CPU the k-th byte of word j is entry 4j + k of a row). Int8 read each as it is: wide rows
+    in blocks of columns (`matvec.in_columns`).
     """
     if isinstance(w, Int8Weight) and int8_words():
         return w.values.view(torch.int32), w.scales, x.view(-1, 4).T.contiguous()
-    return (w.values, w.scales, x.clone()) if isinstance(w, Int8Weight) else (w, x.clone())
+    return in_columns(w.values, w.scales, x.clone()) if isinstance(w, Int8Weight) else (w, x.clone())
 
 
 def kernel(int8):
@@ -117,8 +120,8 @@ def _spec(w, x):
     """What the background process needs to compile a kernel for `w` and `x`: shapes, dtypes, threads."""
     int8, name = isinstance(w, Int8Weight), lambda dtype: str(dtype).removeprefix("torch.")
     return {"int8": int8, "shape": list(w.shape), "group": w.group_size if int8 else None,
-            "words": INT8_WORDS if int8 else None, "dtype": None if int8 else name(w.dtype), "x": name(x.dtype),
-            "threads": torch.get_num_threads()}
+            "words": INT8_WORDS if int8 else None, "columns": _matvec.COLUMNS if int8 else None,
+            "dtype": None if int8 else name(w.dtype), "x": name(x.dtype), "threads": torch.get_num_threads()}
 
 
 def _inputs_like(spec):
@@ -135,6 +138,7 @@ def warm(spec):
     global OWN_ISA_CHECK, INT8_WORDS
     torch.set_num_threads(spec["threads"])
     INT8_WORDS = INT8_WORDS if spec["words"] is None else spec["words"]
+    _matvec.COLUMNS = spec["columns"] or _matvec.COLUMNS
     for own in dict.fromkeys((OWN_ISA_CHECK, False)):
         OWN_ISA_CHECK = own
         try:

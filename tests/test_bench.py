@@ -3,6 +3,7 @@
 import ctypes
 import json
 import os
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -309,6 +310,27 @@ def test_the_decode_step_benchmark_compares_the_int8_kernels_two_forms(small_tie
     lines = printed.split("the int8 kernel alone, its numbers read:\n")[1].splitlines()
     assert lines[0].split("  ")[1].strip() == ("four at a time from int32 words" if form else "each one as it is")
     assert "helpers' form here" in lines[0] and "times the time of helpers'" in lines[1]
+
+
+@pytest.mark.parametrize("words", [False, True])
+def test_the_decode_step_benchmark_compares_reading_wide_rows_in_blocks_of_columns(small_tied_dir, capsys, fresh_fused,
+                                                                                  monkeypatch, words):
+    """--compare-columns times the int8 kernel reading wide rows in blocks of columns (helpers' way) and whole,
+    taking turns; the small model's rows of 64 and 224 are wide enough with COLUMNS = 16. Words: no blocks."""
+    from helpers import kernels, matvec
+
+    monkeypatch.setattr(kernels, "INT8_WORDS", words)
+    monkeypatch.setattr(matvec, "COLUMNS", 16)
+    load_script("bench/decode_step.py").main([str(small_tied_dir), "--rounds", "2", "--compare-columns"])
+    printed = capsys.readouterr().out
+    if words:
+        assert "--compare-columns: the int8 kernel here reads words" in printed
+        return
+    table, compared = printed.split("reads 16 columns at a time, and reading their rows whole:\n")
+    shapes = re.findall(r"^ +(\(\d+, \d+\)) +\d+ ", table, re.MULTILINE)  # the step's matrices, all wider than 32
+    assert shapes and [line.split(" calls:")[0].rsplit(" ", 1)[0].strip() for line in compared.splitlines()] == shapes
+    assert all("ms in blocks," in line and "ms whole; round by round, whole rows took" in line
+               for line in compared.splitlines())
 
 
 @pytest.mark.parametrize("parts", ["0", "two", "2,,4", ""])

@@ -99,8 +99,8 @@ def test_where_compiling_with_the_own_check_fails_inductors_check_takes_over(ind
         return lambda *inputs: None
 
     monkeypatch.setattr(kernels, "new_kernel", new_kernel)
-    spec = {"int8": False, "shape": [8, 16], "group": None, "words": None, "dtype": "bfloat16", "x": "float32",
-            "threads": 1}
+    spec = {"int8": False, "shape": [8, 16], "group": None, "words": None, "columns": None, "dtype": "bfloat16",
+            "x": "float32", "threads": 1}
     assert kernels.warm(spec) and tried == [True, None] and kernels.OWN_ISA_CHECK is False
     tried.clear()
     monkeypatch.setattr(kernels, "new_kernel", lambda int8: 1 / 0)

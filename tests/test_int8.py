@@ -94,6 +94,30 @@ def test_one_row_kernel_and_block_path_equal_float32_on_the_dequantised_weights(
     assert_close(linear(x, q), one_row)  # one row by the block path
 
 
+def test_the_int8_kernel_reads_wide_rows_in_blocks_of_columns(fresh_fused, monkeypatch):
+    """Rows wider than 2 * COLUMNS numbers go to the kernel (each number as it is) as views of blocks of
+    columns, nothing copied, with the same result; rows not as wide, and groups that would straddle two
+    blocks, go whole."""
+    monkeypatch.setattr(kernels, "INT8_WORDS", False)
+    monkeypatch.setattr(matvec, "COLUMNS", 64)
+    x = torch.randn(1, 256, generator=torch.Generator().manual_seed(1))
+    for group_size, scales_per_block in ((None, 1), (32, 2)):
+        q = quantize_int8(a_matrix(rows=384), group_size)
+        values, scales, row = kernels.kernel_inputs(q, x.view(-1))
+        assert (values.shape, scales.shape, row.shape) == ((4, 384, 64), (4, 384, scales_per_block), (4, 1, 64))
+        assert values.data_ptr() == q.values.data_ptr() and values[1, 2, 3] == q.values[2, 64 + 3]
+        assert scales.data_ptr() == q.scales.data_ptr() and torch.equal(row.flatten(), x.view(-1))
+        linear(x, q)
+        kernels.wait()  # compiled in the background, with the same blocks
+        assert_close(linear(x, q), x @ dequantize(q).T)
+        assert ((384, 256), (torch.int8, q.group_size), torch.float32) in kernels._shapes  # the kernel ran
+    straddling = quantize_int8(a_matrix(rows=384), 128)
+    assert kernels.kernel_inputs(straddling, x.view(-1))[0] is straddling.values
+    monkeypatch.setattr(matvec, "COLUMNS", 128)  # rows of 256: not wider than 2 * 128
+    narrow = quantize_int8(a_matrix(rows=384))
+    assert kernels.kernel_inputs(narrow, x.view(-1))[0] is narrow.values
+
+
 def test_quantize_model_turns_the_matrices_into_int8(tiny):
     q = quantize_model(tiny)
     assert isinstance(q.weights["output.weight"], Int8Weight)
