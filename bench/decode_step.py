@@ -249,6 +249,7 @@ def main(argv=None):
     elif args.compare_columns:
         print("\n--compare-columns: the int8 kernel here reads words, which it does not read in blocks of columns")
 
+
 def compare_columns(compiled, matrices, inputs, rounds):
     """For each shape of `matrices` whose rows the int8 kernel reads in blocks of columns: how many, and the
     seconds of the kernel on them, that way and reading the rows whole, round by round."""

@@ -10,6 +10,7 @@ docs/kernels.md gives the measurements behind these choices.
 """
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -24,13 +25,9 @@ from .int8 import Int8Weight
 from .matvec import (
     PARTS,
     in_columns,
-    in_parts,
     matvec,
     matvec_int8,
     matvec_int8_each,
-    rows_times,
-    rows_times_int8,
-    rows_times_int8_each,
 )
 
 # Matrices of real Llama 3 models (width 2048 or more, the 1B's wk and wv 512 x 2048 the smallest) take
@@ -82,14 +79,10 @@ def new_kernel(int8, parts=PARTS):
     """A newly compiled one-row kernel for int8 (or bf16) weights reading `parts` blocks of rows; it takes
     `kernel_inputs(w, x)`. `one_row` uses one of its own (`kernel`)."""
     configure()
-    if parts == PARTS:
-        return torch.compile(matvec_int8 if int8_words() else matvec_int8_each, dynamic=False, options=INT8_OPTIONS) \
-            if int8 else torch.compile(matvec, dynamic=False)
-    if int8:
-        product = rows_times_int8 if int8_words() else rows_times_int8_each
-        return torch.compile(lambda values, scales, x: in_parts(product, (values, scales), x, parts=parts),
-                             dynamic=False, options=INT8_OPTIONS)
-    return torch.compile(lambda w, x: in_parts(rows_times, (w,), x, parts=parts), dynamic=False)
+    product = (matvec_int8 if int8_words() else matvec_int8_each) if int8 else matvec
+    if parts != PARTS:
+        product = functools.partial(product, parts=parts)
+    return torch.compile(product, dynamic=False, options=INT8_OPTIONS if int8 else None)
 
 
 def kernel_inputs(w, x):

@@ -71,14 +71,14 @@ def in_parts(product, matrices, *vectors, parts=PARTS):
     return torch.cat([product(*(m[..., start:end, :] for m in matrices), *vectors) for start, end in blocks], dim=-1)
 
 
-def matvec(w, x):
-    return in_parts(rows_times, (w,), x)
+def matvec(w, x, parts=PARTS):
+    return in_parts(rows_times, (w,), x, parts=parts)
 
 
-def matvec_int8(words, scales, x4):
-    return in_parts(rows_times_int8, (words, scales), x4)
+def matvec_int8(words, scales, x4, parts=PARTS):
+    return in_parts(rows_times_int8, (words, scales), x4, parts=parts)
 
 
-def matvec_int8_each(values, scales, x):
-    out = in_parts(rows_times_int8_each, (values, scales), x)
+def matvec_int8_each(values, scales, x, parts=PARTS):
+    out = in_parts(rows_times_int8_each, (values, scales), x, parts=parts)
     return out.sum(0) if out.dim() > 1 else out  # blocks of columns (`in_columns`): their sums added
