@@ -26,9 +26,9 @@ a layer, not 7. This prints, each the median of --rounds runs:
 - with --compare-int8-forms (int8), the compiled int8 kernel alone on the same matrices, taking turns
   with its other form: reading the int8 numbers four at a time from int32 words, or each one as it is
   (helpers/matvec.py; helpers/kernels.py's `int8_words`: words in AVX2 code, each number in AVX-512 code);
-- with --compare-columns (int8, each number as it is), the compiled int8 kernel alone on each shape
-  whose rows are wider than 2 * COLUMNS numbers, taking turns: reading them COLUMNS at a time, as
-  helpers does (helpers/matvec.py's `in_columns`), and whole;
+- with --compare-columns, the compiled kernel alone on each shape whose rows are wider than 2 * COLUMNS
+  numbers, taking turns: adding them up COLUMNS at a time, as helpers does (helpers/matvec.py's
+  `in_columns`), and whole (not the int8 kernel's words, whose sums are a quarter as long);
 - with --simdlen 256, all of it with the kernels compiled for 256-bit vectors: AVX2 code, as a CPU
   without AVX-512 gets, on a CPU that has it (and the int8 kernel in its AVX2 form, words).
 
@@ -115,7 +115,7 @@ def main(argv=None):
     parser.add_argument("--compare-int8-forms", action="store_true",
                         help="also time the int8 kernel in its other form (words or each number), taking turns")
     parser.add_argument("--compare-columns", action="store_true",
-                        help="also time the int8 kernel reading wide rows whole, against helpers' blocks of columns")
+                        help="also time the kernel adding up wide rows whole, against helpers' blocks of columns")
     parser.add_argument("--simdlen", type=int, metavar="BITS",
                         help="compile the kernels for vectors of this many bits (256: AVX2 code on an AVX-512 CPU)")
     args = parser.parse_args(argv)
@@ -185,7 +185,7 @@ def main(argv=None):
             by_parts = [[seconds(run(kernel)) for kernel in others] for _ in range(args.rounds)]
         if compiled and args.compare_int8_forms and not args.bf16:
             by_form = compare_int8_forms(compiled, matrices, inputs, args.rounds)
-        columns = compiled and args.compare_columns and not args.bf16 and not kernels.int8_words()
+        columns = compiled and args.compare_columns and (args.bf16 or not kernels.int8_words())
         if columns:
             by_columns = compare_columns(compiled, matrices, inputs, args.rounds)
 
@@ -237,8 +237,8 @@ def main(argv=None):
 
     if columns:
         print()
-        print(f"the int8 kernel alone on the matrices whose rows it reads {matvec.COLUMNS} columns at a time, "
-              "and reading their rows whole:")
+        print(f"the {kind} kernel alone on the matrices whose rows it adds up {matvec.COLUMNS} columns at a time, "
+              "and adding up their rows whole:")
         for shape, (calls, runs) in by_columns.items():
             blocks, whole = (statistics.median(round_[i] for round_ in runs) for i in (0, 1))
             ratio = statistics.median(round_[1] / round_[0] for round_ in runs)
@@ -247,18 +247,18 @@ def main(argv=None):
         if not by_columns:
             print(f"  none: no row here is wider than {2 * matvec.COLUMNS} numbers")
     elif args.compare_columns:
-        print("\n--compare-columns: the int8 kernel here reads words, which it does not read in blocks of columns")
+        print("\n--compare-columns: the int8 kernel here reads words, whose rows it adds up whole")
 
 
 def compare_columns(compiled, matrices, inputs, rounds):
-    """For each shape of `matrices` whose rows the int8 kernel reads in blocks of columns: how many, and the
-    seconds of the kernel on them, that way and reading the rows whole, round by round."""
+    """For each shape of `matrices` whose rows the kernel adds up in blocks of columns: how many, and the
+    seconds of the kernel on them, that way and adding up the rows whole, round by round."""
     ways = {}  # shape -> (helpers' inputs, the rows whole)
     for w in matrices:
         x = inputs[w.shape[1]].view(-1)
         in_blocks, whole = ways.setdefault(tuple(w.shape), ([], []))
         in_blocks.append(kernels.kernel_inputs(w, x))
-        whole.append((w.values, w.scales, x.clone()))
+        whole.append((w.values, w.scales, x.clone()) if isinstance(w, Int8Weight) else (w, x.clone()))
     wide = {shape: each for shape, each in ways.items() if each[0][0][0].dim() == 3}
     for _, whole in wide.values():
         compiled(*whole[0])  # compiles

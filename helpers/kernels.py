@@ -89,12 +89,15 @@ def kernel_inputs(w, x):
     """The kernel's arguments for matrix `w` and one row `x` (dim,); call it in inference mode.
 
     Int8 read as words (`int8_words`): w's numbers as int32 words, and x's entries split by byte (on a
-    little-endian CPU the k-th byte of word j is entry 4j + k of a row). Int8 read each as it is: wide rows
-    in blocks of columns (`matvec.in_columns`).
+    little-endian CPU the k-th byte of word j is entry 4j + k of a row). Otherwise wide rows in blocks of
+    columns (`matvec.in_columns`).
     """
     if isinstance(w, Int8Weight) and int8_words():
         return w.values.view(torch.int32), w.scales, x.view(-1, 4).T.contiguous()
-    return in_columns(w.values, w.scales, x.clone()) if isinstance(w, Int8Weight) else (w, x.clone())
+    if isinstance(w, Int8Weight):
+        values, x, scales = in_columns(w.values, x.clone(), w.scales)
+        return values, scales, x
+    return in_columns(w, x.clone())[:2]
 
 
 def kernel(int8):
@@ -113,7 +116,7 @@ def _spec(w, x):
     """What the background process needs to compile a kernel for `w` and `x`: shapes, dtypes, threads."""
     int8, name = isinstance(w, Int8Weight), lambda dtype: str(dtype).removeprefix("torch.")
     return {"int8": int8, "shape": list(w.shape), "group": w.group_size if int8 else None,
-            "words": INT8_WORDS if int8 else None, "columns": _matvec.COLUMNS if int8 else None,
+            "words": INT8_WORDS if int8 else None, "columns": _matvec.COLUMNS,
             "dtype": None if int8 else name(w.dtype), "x": name(x.dtype), "threads": torch.get_num_threads()}
 
 

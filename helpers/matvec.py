@@ -3,21 +3,21 @@
 Each function multiplies a bf16 or int8 matrix by one row `x`, converting each weight to x's dtype in a
 register as it reads it. They are only run compiled: run as they are, `w.to()` would copy a matrix whole.
 `matvec`, `matvec_int8` and `matvec_int8_each` read a matrix as PARTS blocks of rows side by side; the int8
-ones are two forms of the same product (helpers/kernels.py picks one, `int8_words`), and the second reads
-wide rows a block of columns at a time (`in_columns`). docs/kernels.md gives the measurements behind these
-choices.
+ones are two forms of the same product (helpers/kernels.py picks one, `int8_words`). `matvec` and
+`matvec_int8_each` add up wide rows a block of columns at a time (`in_columns`). docs/kernels.md gives the
+measurements behind these choices.
 """
 
 import torch
 
 PARTS = 4
-# Rows wider than 2 * COLUMNS numbers are read COLUMNS at a time (`in_columns`): 2048 float32 numbers of x
-# (8 KiB) then stay in the CPU's first cache while the rows stream past.
+# Inductor adds up more than 4096 float32 numbers with a slower, more careful helper (a cascade of partial sums);
+# rows wider than 2 * COLUMNS numbers are added up COLUMNS at a time instead, then the blocks' sums (`in_columns`).
 COLUMNS = 2048
 
 
 def rows_times(w, x):
-    """w (out, dim) times x (dim,), in x's dtype."""
+    """w (out, dim) times x (dim,), in x's dtype; or (out, blocks, columns) times (blocks, columns), a sum a block."""
     return (w.to(x.dtype) * x).sum(-1)
 
 
@@ -40,39 +40,41 @@ def rows_times_int8(words, scales, x4):
 
 def rows_times_int8_each(values, scales, x):
     """An int8 matrix times one row, its numbers read each as it is: `values` (out, dim) int8, `scales`
-    (out, groups), x (dim,); or blocks of columns of them, as `in_columns` gives (then one sum per block)."""
+    (out, groups), x (dim,); or blocks of columns of them, as `in_columns` gives (then a sum a block)."""
     groups = scales.shape[-1]
     products = values.unflatten(-1, (groups, -1)).to(x.dtype) * x.unflatten(-1, (groups, -1))
     return (products.sum(-1) * scales).sum(-1)
 
 
-def in_columns(values, scales, x):
-    """An int8 matrix `values` (out, dim), its `scales` (out, groups) and x (dim,) as blocks of COLUMNS columns:
-    (blocks, out, COLUMNS), (blocks, out, groups per block) and (blocks, 1, COLUMNS). Views: nothing is copied,
-    the rows stay where they are. A row's scale is taken as each block's. The inputs unchanged where rows are
-    no wider than 2 * COLUMNS, or where a group would straddle two blocks.
+def in_columns(w, x, scales=None):
+    """A matrix `w` (out, dim), x (dim,) and, for int8, w's `scales` (out, groups), as blocks of COLUMNS columns:
+    w (out, blocks, COLUMNS), x (blocks, COLUMNS), scales (out, blocks, groups a block), or (out, 1, 1) for
+    one scale a row, which multiplies each block's sum. Views: nothing is copied. Unchanged where rows are no
+    wider than 2 * COLUMNS, or where a group would straddle two blocks. Returns (w, x, scales).
     """
-    rows, dim = values.shape
-    groups, blocks, columns = scales.shape[1], dim // COLUMNS, COLUMNS
-    if dim <= 2 * columns or dim % columns or (groups > 1 and groups % blocks):
-        return values, scales, x
-    scales = scales.view(1, rows, 1).expand(blocks, rows, 1) if groups == 1 else \
-        scales.unflatten(1, (blocks, -1)).transpose(0, 1)
-    return values.unflatten(1, (blocks, columns)).transpose(0, 1), scales, x.view(blocks, 1, columns)
+    rows, dim = w.shape
+    blocks = dim // COLUMNS
+    groups = 1 if scales is None else scales.shape[1]
+    if dim <= 2 * COLUMNS or dim % COLUMNS or (groups > 1 and groups % blocks):
+        return w, x, scales
+    if scales is not None:
+        scales = scales.view(rows, 1, 1) if groups == 1 else scales.unflatten(1, (blocks, -1))
+    return w.unflatten(1, (blocks, COLUMNS)), x.view(blocks, COLUMNS), scales
 
 
 def in_parts(product, matrices, *vectors, parts=PARTS):
     """`product(*matrices, *vectors)` computed for `parts` blocks of rows, then joined: the same result,
     row for row, which torch.compile fuses into one loop that streams from `parts` places in memory."""
-    rows = matrices[0].shape[-2]
+    rows = len(matrices[0])
     parts = min(parts, rows)
     cuts = [rows // parts * i for i in range(parts)] + [rows]
     blocks = zip(cuts, cuts[1:], strict=False)
-    return torch.cat([product(*(m[..., start:end, :] for m in matrices), *vectors) for start, end in blocks], dim=-1)
+    return torch.cat([product(*(m[start:end] for m in matrices), *vectors) for start, end in blocks])
 
 
 def matvec(w, x, parts=PARTS):
-    return in_parts(rows_times, (w,), x, parts=parts)
+    out = in_parts(rows_times, (w,), x, parts=parts)
+    return out.sum(-1) if out.dim() > 1 else out  # blocks of columns (`in_columns`): their sums added
 
 
 def matvec_int8(words, scales, x4, parts=PARTS):
@@ -81,4 +83,4 @@ def matvec_int8(words, scales, x4, parts=PARTS):
 
 def matvec_int8_each(values, scales, x, parts=PARTS):
     out = in_parts(rows_times_int8_each, (values, scales), x, parts=parts)
-    return out.sum(0) if out.dim() > 1 else out  # blocks of columns (`in_columns`): their sums added
+    return out.sum(-1) if out.dim() > 1 else out

@@ -312,21 +312,23 @@ def test_the_decode_step_benchmark_compares_the_int8_kernels_two_forms(small_tie
     assert "helpers' form here" in lines[0] and "times the time of helpers'" in lines[1]
 
 
-@pytest.mark.parametrize("words", [False, True])
-def test_the_decode_step_benchmark_compares_reading_wide_rows_in_blocks_of_columns(small_tied_dir, capsys, fresh_fused,
-                                                                                  monkeypatch, words):
-    """--compare-columns times the int8 kernel reading wide rows in blocks of columns (helpers' way) and whole,
+@pytest.mark.parametrize("kind", ["bf16", "int8", "words"])
+def test_the_decode_step_benchmark_compares_adding_up_wide_rows_in_blocks_of_columns(small_tied_dir, capsys,
+                                                                                    fresh_fused, monkeypatch, kind):
+    """--compare-columns times the kernel adding up wide rows in blocks of columns (helpers' way) and whole,
     taking turns; the small model's rows of 64 and 224 are wide enough with COLUMNS = 16. Words: no blocks."""
     from helpers import kernels, matvec
 
-    monkeypatch.setattr(kernels, "INT8_WORDS", words)
+    monkeypatch.setattr(kernels, "INT8_WORDS", kind == "words")
     monkeypatch.setattr(matvec, "COLUMNS", 16)
-    load_script("bench/decode_step.py").main([str(small_tied_dir), "--rounds", "2", "--compare-columns"])
+    load_script("bench/decode_step.py").main([str(small_tied_dir), "--rounds", "2", "--compare-columns"]
+                                             + (["--bf16"] if kind == "bf16" else []))
     printed = capsys.readouterr().out
-    if words:
+    if kind == "words":
         assert "--compare-columns: the int8 kernel here reads words" in printed
         return
-    table, compared = printed.split("reads 16 columns at a time, and reading their rows whole:\n")
+    table, compared = printed.split(f"the {kind[:4]} kernel alone on the matrices whose rows it adds up 16 columns at "
+                                    "a time, and adding up their rows whole:\n")
     shapes = re.findall(r"^ +(\(\d+, \d+\)) +\d+ ", table, re.MULTILINE)  # the step's matrices, all wider than 32
     assert shapes and [line.split(" calls:")[0].rsplit(" ", 1)[0].strip() for line in compared.splitlines()] == shapes
     assert all("ms in blocks," in line and "ms whole; round by round, whole rows took" in line

@@ -32,6 +32,23 @@ def test_one_row_takes_the_compiled_kernel_and_agrees(fresh_fused):
     fused += 1  # a caller outside inference mode gets a tensor it may change
 
 
+def test_the_bf16_kernel_adds_up_wide_rows_in_blocks_of_columns(fresh_fused, monkeypatch):
+    """Rows wider than 2 * COLUMNS numbers go to the kernel as a view of blocks of columns, nothing copied, with
+    the same result; rows not as wide go whole."""
+    from helpers import matvec
+
+    monkeypatch.setattr(matvec, "COLUMNS", 64)
+    w, x = weights_and_row()
+    blocks, row = kernels.kernel_inputs(w, x.view(-1))
+    assert blocks.shape == (384, 4, 64) and row.shape == (4, 64) and blocks.data_ptr() == w.data_ptr()
+    assert torch.equal(blocks[5, 2], w[5, 128:192]) and torch.equal(row.flatten(), x.view(-1))
+    fused = kernel_linear(x, w)
+    assert kernels.compiled() == {((384, 256), torch.bfloat16, torch.float32)}  # the kernel ran
+    torch.testing.assert_close(fused, x @ w.float().T, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(matvec, "COLUMNS", 128)  # rows of 256: not wider than 2 * 128
+    assert kernels.kernel_inputs(w, x.view(-1))[0] is w
+
+
 def test_without_a_compiler_the_block_path_takes_over(fresh_fused, monkeypatch):
     def cannot_build(*args, **kwargs):
         raise RuntimeError("no C++ compiler")

@@ -94,18 +94,18 @@ def test_one_row_kernel_and_block_path_equal_float32_on_the_dequantised_weights(
     assert_close(linear(x, q), one_row)  # one row by the block path
 
 
-def test_the_int8_kernel_reads_wide_rows_in_blocks_of_columns(fresh_fused, monkeypatch):
+def test_the_int8_kernel_adds_up_wide_rows_in_blocks_of_columns(fresh_fused, monkeypatch):
     """Rows wider than 2 * COLUMNS numbers go to the kernel (each number as it is) as views of blocks of
     columns, nothing copied, with the same result; rows not as wide, and groups that would straddle two
-    blocks, go whole."""
+    blocks, go whole. (The bf16 kernel: tests/test_compute.py.)"""
     monkeypatch.setattr(kernels, "INT8_WORDS", False)
     monkeypatch.setattr(matvec, "COLUMNS", 64)
     x = torch.randn(1, 256, generator=torch.Generator().manual_seed(1))
-    for group_size, scales_per_block in ((None, 1), (32, 2)):
+    for group_size, scales_shape in ((None, (384, 1, 1)), (32, (384, 4, 2))):
         q = quantize_int8(a_matrix(rows=384), group_size)
         values, scales, row = kernels.kernel_inputs(q, x.view(-1))
-        assert (values.shape, scales.shape, row.shape) == ((4, 384, 64), (4, 384, scales_per_block), (4, 1, 64))
-        assert values.data_ptr() == q.values.data_ptr() and values[1, 2, 3] == q.values[2, 64 + 3]
+        assert (values.shape, scales.shape, row.shape) == ((384, 4, 64), scales_shape, (4, 64))
+        assert values.data_ptr() == q.values.data_ptr() and values[2, 1, 3] == q.values[2, 64 + 3]
         assert scales.data_ptr() == q.scales.data_ptr() and torch.equal(row.flatten(), x.view(-1))
         linear(x, q)
         kernels.wait()  # compiled in the background, with the same blocks
