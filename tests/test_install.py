@@ -63,8 +63,9 @@ def outside_the_clone(tmp_path, monkeypatch):
 
 
 def printed(notebook):
-    return [line for cell in notebook.cells for output in cell.get("outputs", []) if output.get("name") == "stdout"
-            for line in output["text"].splitlines()]
+    """The lines a notebook printed, its stdout outputs joined first: Jupyter may cut a printed line in two."""
+    return "".join(output["text"] for cell in notebook.cells for output in cell.get("outputs", [])
+                   if output.get("name") == "stdout").splitlines()
 
 
 def test_the_package_holds_helpers_and_the_tiny_model(site):
