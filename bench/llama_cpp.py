@@ -407,7 +407,7 @@ def wait_for_quiet(max_load, wait):
     return load
 
 
-def llama_bench(bin_dir, model, prompt, gen, threads, repetitions, repack=None):
+def llama_bench(bin_dir, model, prompt, gen, threads, repetitions, repack=None, depth=0):
     """llama-bench's JSON result for one test: a prompt of `prompt` tokens, or `gen` tokens decoded one at a time.
 
     A failed run gives the reason instead, in a line: the prompt and the decoding are measured apart, so that
@@ -418,6 +418,8 @@ def llama_bench(bin_dir, model, prompt, gen, threads, repetitions, repack=None):
                "-t", str(threads), "-r", str(repetitions), "-o", "json"]
     if repack is not None:
         command += ["--repack", str(repack)]
+    if depth:
+        command += ["-d", str(depth)]  # positions in the context before the test
     try:
         out = run(command)
     except BenchError as error:

@@ -14,7 +14,8 @@ quantises: int8 with rounded activations holds a second, packed copy of its numb
 machine the 8B's two copies and llama.cpp's 8.5 GB file do not fit in memory together). Each pair of
 turns gives a ratio, course over llama.cpp; the table shows their median and their spread (lowest to
 highest). The prompt's logits are the last position's alone (`forward(..., last_only=True)`), as
-llama.cpp's are.
+llama.cpp's are. With --depth N, both the prompt and the decoding come after N positions already in the
+cache (llama-bench's -d N; the course fills its cache untimed): attention's share of a token grows with them.
 
 The memory-read limit: the same run reads a large tensor through torch (the best of --reads passes of
 a float32 `sum`, a float32 `amax` and a bfloat16 `sum`, the fastest full reads PyTorch gave here, at
@@ -80,9 +81,12 @@ def prompt_tokens(model, length):
 
 
 @torch.inference_mode()
-def course_run(model, tokens, gen):
-    """(prefill seconds, decode tokens/s): one forward of `tokens`, then `gen` tokens one at a time."""
-    cache = KVCache(model.params, len(tokens) + gen)
+def course_run(model, tokens, gen, depth=0):
+    """(prefill seconds, decode tokens/s): one forward of `tokens`, then `gen` tokens one at a time; with
+    `depth`, both after that many positions already in the cache (filled untimed)."""
+    cache = KVCache(model.params, depth + len(tokens) + gen)
+    if depth:
+        forward(model, prompt_tokens(model, depth), cache, last_only=True)
     started = time.perf_counter()
     logits = forward(model, tokens, cache, last_only=True)
     prefill = time.perf_counter() - started
@@ -92,10 +96,10 @@ def course_run(model, tokens, gen):
     return prefill, gen / (time.perf_counter() - started)
 
 
-def llama_cpp_run(bin_dir, gguf, prompt, gen, threads):
+def llama_cpp_run(bin_dir, gguf, prompt, gen, threads, depth=0):
     """(prefill seconds, decode tokens/s) of one llama-bench run of each; None for a run that failed."""
-    pp = llama_cpp.llama_bench(bin_dir, gguf, prompt, 0, threads, 1)
-    tg = llama_cpp.llama_bench(bin_dir, gguf, 0, gen, threads, 1)
+    pp = llama_cpp.llama_bench(bin_dir, gguf, prompt, 0, threads, 1, depth=depth)
+    tg = llama_cpp.llama_bench(bin_dir, gguf, 0, gen, threads, 1, depth=depth)
     return (pp["avg_ns"] / 1e9 if isinstance(pp, dict) else None,
             tg["avg_ts"] if isinstance(tg, dict) else None)
 
@@ -127,7 +131,7 @@ def spread(values, fmt):
 
 def peer_turns(bin_dir, gguf, args, threads):
     """llama.cpp's turns alone, for each thread count (--apart): {threads: [(prefill, decode), ...]}."""
-    return {n: [llama_cpp_run(bin_dir, gguf, args.prompt, args.gen, n) for _ in range(args.repetitions)]
+    return {n: [llama_cpp_run(bin_dir, gguf, args.prompt, args.gen, n, args.depth) for _ in range(args.repetitions)]
             for n in threads}
 
 
@@ -147,17 +151,18 @@ def measure(model, gguf, bin_dir, args, threads, rates, peer_done=None):
             torch.set_num_threads(n)
             if taking_turns:  # llama.cpp's files may have pushed the course's out of the page cache:
                 course_run(model, tokens, 1)  # read them back untimed, as llama-bench's own warm-up run does
-            course.append(course_run(model, tokens, args.gen))
+            course.append(course_run(model, tokens, args.gen, args.depth))
             if taking_turns:
-                peer.append(llama_cpp_run(bin_dir, gguf, args.prompt, args.gen, n))
+                peer.append(llama_cpp_run(bin_dir, gguf, args.prompt, args.gen, n, args.depth))
         rows.append((n, course, peer, rates[n]))
     return rows
 
 
 def print_rows(label, kind, rows, course_bytes, peer_bytes, args):
     for n, course, peer, rate in rows:
-        for i, (what, unit, fmt) in enumerate([(f"prefill {args.prompt}", "s", "{:.2f}"),
-                                               (f"decode {args.gen}", "tokens/s", "{:.2f}")]):
+        after = f" after {args.depth}" if args.depth else ""
+        for i, (what, unit, fmt) in enumerate([(f"prefill {args.prompt}{after}", "s", "{:.2f}"),
+                                               (f"decode {args.gen}{after}", "tokens/s", "{:.2f}")]):
             mine = [c[i] for c in course]
             theirs = [p[i] for p in peer]
             ratios = [None if t is None else (t / m if i == 0 else m / t) for m, t in zip(mine, theirs, strict=False)]
@@ -191,6 +196,9 @@ def main(argv=None):
     parser.add_argument("--threads", default=default_threads, help=f"thread counts (default {default_threads})")
     parser.add_argument("--prompt", type=int, default=17, help="prompt tokens (default 17)")
     parser.add_argument("--gen", type=int, default=32, help="tokens decoded one at a time (default 32)")
+    parser.add_argument("--depth", type=int, default=0,
+                        help="positions already in the cache before the prompt and the decoding (default 0; "
+                             "llama-bench's -d)")
     parser.add_argument("--repetitions", type=int, default=3, help="turns of each side (default 3)")
     parser.add_argument("--reads", type=int, default=5, help="reads to measure the read rate (default 5)")
     parser.add_argument("--read-mib", type=int, default=1024,

@@ -45,6 +45,9 @@ def attention(x, wq, wk, wv, wo, n_heads, n_kv_heads, freqs, cache=None):
 
     With a `cache` (one layer's `LayerCache`), the new keys and values are
     appended to it and the queries attend to every position stored so far.
+    The query heads are viewed in their groups, (seq, n_kv_heads, n_rep, head_dim): group g's n_rep heads
+    all read key/value head g, so the keys and values are not copied n_rep times (notebook 04's
+    `repeat_interleave`, a copy the size of the cache at every decoded token; docs/kernels.md).
     """
     seq, head_dim = x.shape[0], wq.shape[0] // n_heads
     q, k, v = linear_each(x, wq, wk, wv)  # three products, or one where int8 weights are joined (notebook 08)
@@ -53,8 +56,7 @@ def attention(x, wq, wk, wv, wo, n_heads, n_kv_heads, freqs, cache=None):
     v = v.view(seq, n_kv_heads, head_dim)
     if cache is not None:
         k, v = cache.update(k, v)
-    n_rep = n_heads // n_kv_heads
-    k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
-    scores = torch.einsum("qhd,khd->hqk", q, k) / math.sqrt(head_dim) + causal_mask(seq, len(k))
-    out = torch.einsum("hqk,khd->qhd", torch.softmax(scores, dim=-1), v)
+    groups = q.view(seq, n_kv_heads, n_heads // n_kv_heads, head_dim)
+    scores = torch.einsum("qgrd,kgd->grqk", groups, k) / math.sqrt(head_dim) + causal_mask(seq, len(k))
+    out = torch.einsum("grqk,kgd->qgrd", torch.softmax(scores, dim=-1), v)
     return linear(out.reshape(seq, n_heads * head_dim), wo)

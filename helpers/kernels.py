@@ -1,12 +1,11 @@
 """Compiled one-row kernels: a single row times a bf16 or int8 matrix, converting each weight in a register.
 
-`one_row(x, w)` is `x @ w.T` for one row `x` by a kernel torch.compile generates, or None where no
-kernel applies (several rows, a matrix smaller than a real Llama 3's), where it is still being
-compiled, or where compiling is unavailable (no C++ compiler: then never tried again). Kernels are
-compiled in a background process that fills torch.compile's cache, so that decoding goes on by
-the block path meanwhile; the caller then loads each from the cache. `wait()` waits for them,
-`compiled()` lists what was built, `reset()` forgets it. What they compute is in helpers/matvec.py.
-docs/kernels.md gives the measurements behind these choices.
+`one_row(x, w)` is `x @ w.T` for one row `x` by a kernel torch.compile generates, or None where no kernel
+applies (several rows, a matrix smaller than a real Llama 3's), where it is still being compiled, or where
+compiling is unavailable (no C++ compiler: then never tried again). Kernels are compiled in a background
+process that fills torch.compile's cache, so that decoding goes on by the block path meanwhile; the caller
+then loads each from the cache. `wait()` waits for them, `compiled()` lists what was built, `reset()` forgets
+it. What they compute is in helpers/matvec.py; docs/kernels.md gives the measurements behind these choices.
 """
 
 import contextlib
@@ -82,7 +81,30 @@ def new_kernel(int8, parts=PARTS):
     product = (matvec_int8 if int8_words() else matvec_int8_each) if int8 else matvec
     if parts != PARTS:
         product = functools.partial(product, parts=parts)
-    return torch.compile(product, dynamic=False, options=INT8_OPTIONS if int8 else None)
+    return _Compiled(product, INT8_OPTIONS if int8 else {})
+
+
+class _Compiled:
+    """`torch.compile(product)`, its code for each layout of inputs called directly once built: without torch.compile's
+    checks of the inputs at each call (about 20 µs of a call), which the layout key stands for (docs/kernels.md)."""
+    def __init__(self, product, options):
+        self.options, self.direct, self.built = options, {}, None
+        self.compiled = torch.compile(product, dynamic=False, backend=self._backend)
+
+    def _backend(self, graph, example_inputs):
+        from torch._inductor.compile_fx import compile_fx
+        self.built = compile_fx(graph, example_inputs, config_patches=self.options), [id(t) for t in example_inputs]
+        return self.built[0]
+
+    def __call__(self, *inputs):
+        key = tuple((t.shape, t.stride(), t.dtype) for t in inputs)
+        if key in self.direct:
+            return self.direct[key](*inputs)[0]
+        self.built = None
+        out = self.compiled(*inputs)
+        if self.built is not None and self.built[1] == [id(t) for t in inputs]:
+            self.direct[key] = self.built[0]  # compiled for these inputs, in this order
+        return out
 
 
 def kernel_inputs(w, x):
@@ -256,8 +278,7 @@ def wait():
 
 
 def compiled():
-    """What `one_row` compiled, after waiting for the background process: a set of (matrix shape, its dtype
-    or (torch.int8, group size), row dtype), the kernels built in the background and not yet used included."""
+    """What `one_row` compiled or the background process built: {(matrix shape, dtype or (int8, group), row dtype)}."""
     wait()
     built = {_warmer.shapes[key] for key, ok in _warmer.answers.items() if ok} if _warmer else set()
     off = {int8 for int8, fn in _kernels.items() if fn is False}
@@ -275,7 +296,5 @@ def reset():
     wait()
     _kernels.clear()
     _shapes.clear()
-    if _warmer is not None:
-        _warmer.asked.clear()
-        _warmer.answers.clear()
-        _warmer.shapes.clear()
+    for known in (_warmer.asked, _warmer.answers, _warmer.shapes) if _warmer else ():
+        known.clear()

@@ -250,13 +250,31 @@ def test_a_row_made_in_or_out_of_inference_mode_takes_the_same_compiled_kernel(f
     w, x = weights_and_row(rows=320)  # a shape no other test compiles
     w = quantize_int8(w) if int8 else w
     expected = kernel_linear(x, w)
-    code = kernels.kernel(int8)._torchdynamo_orig_callable
+    code = kernels.kernel(int8).compiled._torchdynamo_orig_callable
     compiled = len(_debug_get_cache_entry_list(code))
     with torch.inference_mode():
         made_inside = x.clone()
         assert_close(linear(made_inside, w), expected)
         assert_close(linear(x, w), expected)  # made outside, used inside
     assert len(_debug_get_cache_entry_list(code)) == compiled
+
+
+def test_once_compiled_a_kernel_is_called_directly_for_the_same_layout_alone(fresh_fused, monkeypatch):
+    """Each layout of inputs (shapes, strides, dtypes) is compiled through torch.compile once, then called without
+    it; another layout goes through torch.compile again, and gets code of its own."""
+    kernel = kernels.new_kernel(int8=False)
+    w, x = weights_and_row(rows=288)
+    with torch.inference_mode():
+        first = kernel(*kernels.kernel_inputs(w, x.view(-1)))
+        assert len(kernel.direct) == 1
+        through_torch_compile = kernel.compiled
+        monkeypatch.setattr(kernel, "compiled", None)  # a call that went through it would fail
+        assert torch.equal(kernel(*kernels.kernel_inputs(w, x.view(-1))), first)
+        monkeypatch.setattr(kernel, "compiled", through_torch_compile)
+        wider, row = weights_and_row(rows=288, dim=320)
+        assert_close(kernel(*kernels.kernel_inputs(wider, row.view(-1))), row.view(-1) @ wider.float().T)
+        assert len(kernel.direct) == 2
+        assert_close(first, x.view(-1) @ w.float().T)
 
 
 @pytest.mark.parametrize("rows", [257, 3])

@@ -84,8 +84,8 @@ def test_one_row_kernel_and_block_path_equal_float32_on_the_dequantised_weights(
     kernels.wait()
     one_row = linear(x, q)
     assert kernels._shapes == {((384, 256), (torch.int8, q.group_size), torch.float32)}  # the kernel ran
-    assert kernels.kernel(True)._torchdynamo_orig_callable is (matvec.matvec_int8 if words else
-                                                              matvec.matvec_int8_each)
+    assert kernels.kernel(True).compiled._torchdynamo_orig_callable is (
+        matvec.matvec_int8 if words else matvec.matvec_int8_each)
     assert one_row.shape == (1, 384) and not one_row.is_inference()
     assert_close(one_row, x @ expected_weights.T)
     rows = torch.randn(17, 256, generator=torch.Generator().manual_seed(2))
