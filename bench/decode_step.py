@@ -18,7 +18,8 @@ a layer, not 7. This prints, each the median of --rounds runs:
 - the same step with every product replaced by zeros of its shape: what is not a matrix product
   (norms, RoPE, attention, the cache, the checks);
 - one call of the same compiled kernel on a matrix of 8 rows: what a call costs beyond its
-  arithmetic (torch.compile's Python wrappers, starting the threads);
+  arithmetic (Inductor's Python wrapper, starting the threads), and the same call through
+  torch.compile's checks of its inputs, which helpers/kernels.py skips once a kernel is built;
 - with --compare-parts 1,2,8, the compiled kernels alone on the same matrices, taking turns: as
   helpers has them (each matrix read as PARTS blocks of rows side by side, helpers/matvec.py) and
   read as each number of parts given (1: from top to bottom); this compiles five more kernels for
@@ -169,6 +170,9 @@ def main(argv=None):
             compiled(*kernel_args)
             call_s = statistics.median(seconds(lambda: [compiled(*kernel_args) for _ in range(100)])
                                        for _ in range(args.rounds)) / 100
+            # The same code through torch.compile's checks of its inputs, which helpers' kernels skip once built.
+            checked_s = statistics.median(seconds(lambda: [compiled.compiled(*kernel_args) for _ in range(100)])
+                                          for _ in range(args.rounds)) / 100
         if compiled and args.compare_parts:
             kernel_inputs = [kernels.kernel_inputs(w, inputs[w.shape[1]].view(-1)) for w in matrices]
             # Every kernel of kernels.new_kernel, helpers' own included, runs the same function, for which
@@ -212,7 +216,7 @@ def main(argv=None):
     print(f"the same bytes read by row sums:    {sums_s * 1e3:6.1f} ms ({total_bytes / sums_s / 1e9:.1f} GB/s)")
     if compiled:
         print(f"one compiled call on 8 rows:        {call_s * 1e6:6.0f} us, {len(matrices)} calls a token: "
-              f"{len(matrices) * call_s * 1e3:.1f} ms")
+              f"{len(matrices) * call_s * 1e3:.1f} ms ({checked_s * 1e6:.0f} us through torch.compile's checks)")
     else:
         print("no compiled kernel: these matrices take the block path (see helpers/kernels.py)")
     if compiled and args.compare_parts:

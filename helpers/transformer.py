@@ -4,6 +4,8 @@ Notebooks 02, 05 and 06 build each of these by hand and check them against
 the versions here.
 """
 
+import math
+
 import torch
 
 from .attention import attention
@@ -58,7 +60,7 @@ def check_finite(x, where):
     large enough to overflow it, which no sound checkpoint produces). A sum is one quick
     pass: torch.isfinite(x).all() took 40 times as long on a prompt's logits, here.
     """
-    if not torch.isfinite(x.sum()):
+    if not math.isfinite(x.sum().item()):
         raise LlamaError(
             f"The checkpoint is damaged (non-finite values): the output of {where} holds NaN or infinity, "
             "so those weights hold NaN, infinity or values far too large. Download consolidated.00.pth again."

@@ -29,6 +29,29 @@ def test_one_head_at_a_time_equals_all_heads(n_kv_heads, rng):
     torch.testing.assert_close(by_head, all_heads)
 
 
+def test_a_decoded_token_reads_the_cache_where_it_is_without_copies_for_each_query_head(rng):
+    """With 4 query heads to a key/value head, a copy of the keys for every query head would be 4 times the
+    cache; attention's largest new tensor stays under one layer's stored keys, and its result is the loop's."""
+    from torch.profiler import profile
+
+    from helpers import LayerCache
+
+    p = random_params(n_heads=8, n_kv_heads=2)
+    layer, stored, hd = random_model(p).layer(0), 4000, p.head_dim
+    cache = LayerCache(stored + 1, p.n_kv_heads, hd)
+    cache.update(*torch.randn(2, stored, p.n_kv_heads, hd, generator=rng))
+    x = torch.randn(1, p.dim, generator=rng)
+    freqs = rope_frequencies(hd, torch.tensor([stored]), p.rope_theta)
+    with profile(profile_memory=True) as trace:
+        out = attention(x, layer["wq"], layer["wk"], layer["wv"], layer["wo"], p.n_heads, p.n_kv_heads, freqs, cache)
+    assert max(event.cpu_memory_usage for event in trace.events()) < cache.keys[:stored].nbytes
+    keys, values = cache.keys[: stored + 1], cache.values[: stored + 1]
+    q = apply_rope((x @ layer["wq"].T).view(1, p.n_heads, hd), freqs)
+    heads = [torch.softmax(q[:, h] @ keys[:, h // p.n_rep].T / math.sqrt(hd), dim=-1) @ values[:, h // p.n_rep]
+             for h in range(p.n_heads)]
+    torch.testing.assert_close(out, torch.cat(heads, dim=-1) @ layer["wo"].T)
+
+
 def test_block_upcast_equals_plain_product(rng, monkeypatch):
     """bf16 weights converted block by block give x @ w.float().T, also when blocks do not divide the rows."""
     monkeypatch.setattr(helpers.compute, "BLOCK_ELEMENTS", 7 * 64)
