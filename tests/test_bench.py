@@ -357,3 +357,26 @@ def test_the_ratios_table_prints_the_course_alone_where_llama_cpp_is_not_built(s
         ["bf16", "1", "prefill 5 (s)"], ["bf16", "1", "decode 2 (tokens/s)"],
         ["int8 / Q8_0", "1", "prefill 5 (s)"], ["int8 / Q8_0", "1", "decode 2 (tokens/s)"],
         ["int8, x in int8 / Q8_0", "1", "prefill 5 (s)"], ["int8, x in int8 / Q8_0", "1", "decode 2 (tokens/s)"]]
+
+
+def test_the_ratios_table_with_a_depth_decodes_after_that_many_positions_in_both(small_dir, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """--depth N: the course's cache holds N positions before the timed prompt and decoding, and llama-bench
+    is asked for the same with -d N."""
+    ratios = load_script("bench/ratios.py")
+    lengths, commands = [], []
+    forward = ratios.forward
+    monkeypatch.setattr(ratios, "forward", lambda model, tokens, cache, **kw: (
+        lengths.append((cache.length, len(tokens))), forward(model, tokens, cache, **kw))[1])
+    ratios.main([str(small_dir), "--work", str(tmp_path), "--threads", "1", "--repetitions", "1", "--gen", "2",
+                 "--prompt", "5", "--reads", "1", "--read-mib", "8", "--types", "bf16", "--depth", "7"])
+    rows = [line.split(" | ")[3] for line in capsys.readouterr().out.splitlines() if line.startswith("| small")]
+    assert rows == ["prefill 5 after 7 (s)", "decode 2 after 7 (tokens/s)"]
+    assert lengths[-4:] == [(0, 7), (7, 5), (12, 1), (13, 1)]  # the depth, untimed; the prompt; two tokens
+    result = '[{"avg_ns": 1e9, "avg_ts": 9.0}]'  # llama-bench's JSON, the fields read
+    monkeypatch.setattr(ratios.llama_cpp, "run", lambda command: commands.append(command) or result)
+    ratios.llama_cpp_run(tmp_path, tmp_path / "m.gguf", 17, 32, 2, depth=512)
+    ratios.llama_cpp_run(tmp_path, tmp_path / "m.gguf", 17, 32, 2)
+    assert [command[command.index("-d") + 1] if "-d" in command else None for command in commands] == \
+        ["512", "512", None, None]
+
