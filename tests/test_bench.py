@@ -364,10 +364,14 @@ def test_the_ratios_table_with_a_depth_decodes_after_that_many_positions_in_both
     """--depth N: the course's cache holds N positions before the timed prompt and decoding, and llama-bench
     is asked for the same with -d N."""
     ratios = load_script("bench/ratios.py")
-    lengths, commands = [], []
+    lengths, commands = [], []  # (positions in the cache, new tokens) of each forward pass; llama-bench's commands
     forward = ratios.forward
-    monkeypatch.setattr(ratios, "forward", lambda model, tokens, cache, **kw: (
-        lengths.append((cache.length, len(tokens))), forward(model, tokens, cache, **kw))[1])
+
+    def counted_forward(model, tokens, cache, **options):
+        lengths.append((cache.length, len(tokens)))
+        return forward(model, tokens, cache, **options)
+
+    monkeypatch.setattr(ratios, "forward", counted_forward)
     ratios.main([str(small_dir), "--work", str(tmp_path), "--threads", "1", "--repetitions", "1", "--gen", "2",
                  "--prompt", "5", "--reads", "1", "--read-mib", "8", "--types", "bf16", "--depth", "7"])
     rows = [line.split(" | ")[3] for line in capsys.readouterr().out.splitlines() if line.startswith("| small")]
