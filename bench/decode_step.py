@@ -9,6 +9,8 @@ checkpoint's bf16), each layer's wq, wk and wv are one matrix, and so are its w1
 a layer, not 7. This prints, each the median of --rounds runs:
 
 - a whole decode step: `helpers.forward` of one token after a 17-token prompt, with a KV cache;
+- the same step, taking turns with it, with every product by `kernels.one_row`'s whole path (its checks and
+  bookkeeping, the row copied in inference mode) instead of its quick path for a matrix whose kernel already ran;
 - the same matrix products alone, in the order a step makes them, through `helpers.linear` (the
   compiled one-row kernels of helpers/kernels.py): per matrix shape, calls per token, time per
   call and GB/s of weights read, then all of them;
@@ -146,20 +148,27 @@ def main(argv=None):
             w.sum(-1)
 
     ids = model.tokenizer.encode_prompt(PROMPT)
-    cache = KVCache(model.params, len(ids) + 3 * args.rounds + 2)
+    cache = KVCache(model.params, len(ids) + 4 * args.rounds + 2)
     # An 8-row matrix would take the block path in `linear`: the compiled kernel is called directly.
     small, small_x = torch.randn(8, matrices[0].shape[1]).to(torch.bfloat16), torch.randn(matrices[0].shape[1])
     with torch.inference_mode():
         # The kernels' rows made in inference mode, as `linear` makes them: torch.compile would compile
         # again for rows made outside it.
-        kernel_args = kernels.kernel_inputs(small if args.bf16 else quantize_int8(small), small_x)
+        kernel_args = kernels.kernel_inputs(small if args.bf16 else quantize_int8(small), small_x.clone())
         forward(model, ids, cache)
         forward(model, [ids[-1]], cache)  # builds the compiled kernels
         for _ in range(2):
             products()
             row_sums()
         calls.clear()
-        step_s = statistics.median(seconds(lambda: forward(model, [ids[-1]], cache)) for _ in range(args.rounds))
+
+        def step(quick=True):
+            if not quick:  # every product of this step by `one_row`'s whole path, which then remembers its matrix again
+                kernels._quick.clear()
+            return seconds(lambda: forward(model, [ids[-1]], cache))
+
+        steps = [(step(), step(quick=False)) for _ in range(args.rounds)]
+        step_s, whole_path_s = (statistics.median(column) for column in zip(*steps, strict=True))
         rounds = [(seconds(products), seconds(row_sums)) for _ in range(args.rounds)]
         with products_skipped():
             rest_s = statistics.median(seconds(lambda: forward(model, [ids[-1]], cache)) for _ in range(args.rounds))
@@ -215,6 +224,9 @@ def main(argv=None):
     print(f"  the step without them:            {rest_s * 1e3:6.1f} ms")
     print(f"the same bytes read by row sums:    {sums_s * 1e3:6.1f} ms ({total_bytes / sums_s / 1e9:.1f} GB/s)")
     if compiled:
+        quick = statistics.median(a / b for a, b in steps)
+        print(f"the step, each product by one_row's whole path: {whole_path_s * 1e3:.1f} ms; round by round, the "
+              f"quick path for a matrix already seen takes {quick:.3f} of its time")
         print(f"one compiled call on 8 rows:        {call_s * 1e6:6.0f} us, {len(matrices)} calls a token: "
               f"{len(matrices) * call_s * 1e3:.1f} ms ({checked_s * 1e6:.0f} us through torch.compile's checks)")
     else:

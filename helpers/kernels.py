@@ -16,18 +16,13 @@ import shutil
 import subprocess
 import sys
 import threading
+import weakref
 
 import torch
 
 from . import matvec as _matvec
 from .int8 import Int8Weight
-from .matvec import (
-    PARTS,
-    in_columns,
-    matvec,
-    matvec_int8,
-    matvec_int8_each,
-)
+from .matvec import PARTS, in_columns, matvec, matvec_int8, matvec_int8_each
 
 # Matrices of real Llama 3 models (width 2048 or more, the 1B's wk and wv 512 x 2048 the smallest) take
 # the kernels; the tiny model's (64 or 224 wide), bound by overheads, do not.
@@ -50,6 +45,7 @@ OWN_ISA_CHECK = os.environ.get("LLAMA3_INDUCTOR_ISA_CHECK") != "1"
 _kernels = {}  # False (bf16) or True (int8) -> its compiled kernel, or False where it cannot be built
 _shapes = set()  # (matrix shape, its dtype or (torch.int8, group size), row dtype) of each shape built
 _warmer = None  # the background process that fills the compile cache, and what it answered
+_quick = {}  # id(matrix) -> (a weak reference to it, int8 read as words, its kernel): `one_row`'s quick path
 
 
 def int8_words():
@@ -59,9 +55,8 @@ def int8_words():
 
 
 def configure():
-    """Inductor's settings for the kernels: as many threads as torch is given at each call, and with
-    OWN_ISA_CHECK the CPU's vector instructions as ATen found them at start-up (AVX2 or AVX-512), taken as
-    usable without Inductor's test compile; otherwise (or on another CPU) Inductor's own check."""
+    """Inductor's settings: as many threads as torch is given at each call, and with OWN_ISA_CHECK the CPU's vector
+    instructions as ATen found them (AVX2 or AVX-512), without Inductor's test compile; else Inductor's own check."""
     import torch._inductor.config as inductor
     inductor.cpp.dynamic_threads = True  # else a kernel keeps the thread count it was compiled with
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * MAX_SHAPES)
@@ -75,8 +70,7 @@ def cpp_compiler():
 
 
 def new_kernel(int8, parts=PARTS):
-    """A newly compiled one-row kernel for int8 (or bf16) weights reading `parts` blocks of rows; it takes
-    `kernel_inputs(w, x)`. `one_row` uses one of its own (`kernel`)."""
+    """A new one-row kernel for int8 (or bf16) weights reading `parts` blocks of rows; it takes `kernel_inputs`."""
     configure()
     product = (matvec_int8 if int8_words() else matvec_int8_each) if int8 else matvec
     if parts != PARTS:
@@ -97,29 +91,30 @@ class _Compiled:
         return self.built[0]
 
     def __call__(self, *inputs):
-        key = tuple((t.shape, t.stride(), t.dtype) for t in inputs)
-        if key in self.direct:
-            return self.direct[key](*inputs)[0]
+        code = self.direct.get(layout(inputs))
+        if code is not None:
+            return code(*inputs)[0]
         self.built = None
         out = self.compiled(*inputs)
         if self.built is not None and self.built[1] == [id(t) for t in inputs]:
-            self.direct[key] = self.built[0]  # compiled for these inputs, in this order
+            self.direct[layout(inputs)] = self.built[0]  # compiled for these inputs, in this order
         return out
 
 
-def kernel_inputs(w, x):
-    """The kernel's arguments for matrix `w` and one row `x` (dim,); call it in inference mode.
+def layout(tensors):
+    return tuple((t.shape, t.stride(), t.dtype) for t in tensors)
 
-    Int8 read as words (`int8_words`): w's numbers as int32 words, and x's entries split by byte (on a
-    little-endian CPU the k-th byte of word j is entry 4j + k of a row). Otherwise wide rows in blocks of
-    columns (`matvec.in_columns`).
-    """
-    if isinstance(w, Int8Weight) and int8_words():
+
+def kernel_inputs(w, x, words=None):
+    """The kernel's arguments for matrix `w` and one row `x` (dim,). Int8 read as words (`words`, by default
+    `int8_words()`): w's numbers as int32 words, and x's entries split by byte (on a little-endian CPU the k-th byte
+    of word j is entry 4j + k of a row). Otherwise wide rows in blocks of columns (`matvec.in_columns`)."""
+    if isinstance(w, Int8Weight) and (int8_words() if words is None else words):
         return w.values.view(torch.int32), w.scales, x.view(-1, 4).T.contiguous()
     if isinstance(w, Int8Weight):
-        values, x, scales = in_columns(w.values, x.clone(), w.scales)
+        values, x, scales = in_columns(w.values, x, w.scales)
         return values, scales, x
-    return in_columns(w, x.clone())[:2]
+    return in_columns(w, x)[:2]
 
 
 def kernel(int8):
@@ -225,6 +220,9 @@ def _ready_in_background(w, x, shape):
 
 def one_row(x, w):
     """`x @ w.T` for one row `x` (..., dim) by a compiled kernel, in x's dtype; None where none applies yet."""
+    known = _quick.get(id(w))  # a matrix whose kernel ran before, directly: its code found again by the layout
+    if known is not None and known[0]() is w and applies(x, w):
+        return known[2](*kernel_inputs(w, x.reshape(-1), known[1])).view(*x.shape[:-1], w.shape[0])
     if not applies(x, w):
         return None
     int8 = isinstance(w, Int8Weight)
@@ -242,17 +240,19 @@ def one_row(x, w):
             return None
     try:
         fn = fn or new_kernel(int8)
-        # Always in inference mode, on a row made in it, so that each shape is compiled once whatever mode
-        # the caller is in (a row made outside would compile it again).
+        # In inference mode, on a row made in it, whatever mode the caller is in: as the background process compiles.
         outside = not torch.is_inference_mode_enabled()
         with torch.inference_mode():
-            out = fn(*kernel_inputs(w, x.reshape(-1)))
+            inputs = kernel_inputs(w, x.reshape(-1).clone(), words := int8_words())
+            out = fn(*inputs)
     except Exception:  # no C++ compiler, or a platform torch.compile does not support
         fn, out = False, None
     _kernels[int8] = fn
     if out is None:
         return None
     _shapes.add(shape)
+    if layout(inputs) in fn.direct:
+        _quick[id(w)] = weakref.ref(w), words, fn
     out = out.clone() if outside else out  # a normal tensor for a caller outside inference mode
     return out.view(*x.shape[:-1], w.shape[0])
 
@@ -262,8 +262,7 @@ def sharing_cores():
     """One thread fewer while the background process compiles: a decoded token's block path then does not
     wait for a thread the compiler holds (with 2 threads on 2 busy cores, it ran many times slower)."""
     threads = torch.get_num_threads()
-    busy = _warmer is not None and threads > 1 and not _warmer.asked <= _warmer.answers.keys()
-    if busy:
+    if _warmer is not None and threads > 1 and not _warmer.asked <= _warmer.answers.keys():  # compiling
         torch.set_num_threads(threads - 1)
     try:
         yield
@@ -296,5 +295,6 @@ def reset():
     wait()
     _kernels.clear()
     _shapes.clear()
+    _quick.clear()
     for known in (_warmer.asked, _warmer.answers, _warmer.shapes) if _warmer else ():
         known.clear()

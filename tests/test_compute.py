@@ -277,6 +277,43 @@ def test_once_compiled_a_kernel_is_called_directly_for_the_same_layout_alone(fre
         assert_close(first, x.view(-1) @ w.float().T)
 
 
+@pytest.mark.parametrize("int8", [False, True])
+def test_a_matrix_whose_kernel_ran_takes_the_quick_path_and_keeps_nothing_alive(fresh_fused, monkeypatch, int8):
+    """From a matrix's second one-row product, `one_row` finds its kernel by the matrix alone, past the bookkeeping of
+    shapes and compiling; it still asks whether the kernel applies. It holds the matrix by a weak reference only: a
+    model that is let go is freed, and another matrix that gets its id is not taken for it."""
+    import gc
+    import weakref
+
+    from helpers import dequantize, quantize_int8
+
+    w, x = weights_and_row(rows=352)
+    other = weights_and_row(rows=352)[0].flip(0).contiguous()
+    w, other = (quantize_int8(w), other) if int8 else (w, quantize_int8(other))  # one of each kind
+    first = kernel_linear(x, w)
+    expected = x @ (other.float() if int8 else dequantize(other)).T
+    assert id(w) in kernels._quick
+    shapes = kernels._shapes
+    monkeypatch.setattr(kernels, "_shapes", None)  # the bookkeeping: were it read, the product would fail
+    again = linear(x, w)
+    assert torch.equal(again, first) and not again.is_inference()
+    again += 1  # a normal tensor, for a caller outside inference mode
+    with torch.inference_mode():
+        assert torch.equal(linear(x, w), first)
+    monkeypatch.setattr(kernels, "_shapes", shapes)
+    kernels._quick[id(other)] = kernels._quick[id(w)]  # as if `other` had been given w's id after w was freed
+    assert_close(linear(x, other), expected)  # its own product, by its own kind of kernel
+    kernel = kernels.kernel(int8)
+    monkeypatch.setattr(kernel, "direct", {})
+    monkeypatch.setattr(kernel, "compiled", None)  # the kernel would fail now
+    kernels.MIN_ELEMENTS = w.numel() + 1
+    assert_close(linear(x, w), first)  # no longer applies: the block path, even for a matrix it knows
+    freed = weakref.ref(w)
+    del w
+    gc.collect()
+    assert freed() is None
+
+
 @pytest.mark.parametrize("rows", [257, 3])
 @pytest.mark.parametrize("int8", [False, True])
 def test_rows_that_do_not_divide_into_the_parts_still_come_out_whole_and_in_order(fresh_fused, int8, rows):
