@@ -49,8 +49,7 @@ _quick = {}  # id(matrix) -> (a weak reference to it, int8 read as words, its ke
 
 
 def int8_words():
-    """Whether the int8 kernel reads words: INT8_WORDS, or Inductor's own check of the CPU is in use
-    (OWN_ISA_CHECK off), which may choose narrower vectors than the AVX-512 ATen found."""
+    """Whether the int8 kernel reads words: INT8_WORDS, or Inductor's own check of the CPU in use (it may pick AVX2)."""
     return INT8_WORDS or not OWN_ISA_CHECK
 
 
@@ -79,8 +78,7 @@ def new_kernel(int8, parts=PARTS):
 
 
 class _Compiled:
-    """`torch.compile(product)`, its code for each layout of inputs called directly once built: without torch.compile's
-    checks of the inputs at each call (15 µs of a 30 µs call), which the layout key stands for (docs/kernels.md)."""
+    """`torch.compile(product)`, its code for each layout of inputs called directly once built (docs/kernels.md)."""
     def __init__(self, product, options):
         self.options, self.direct, self.built = options, {}, None
         self.compiled = torch.compile(product, dynamic=False, backend=self._backend)
@@ -106,9 +104,8 @@ def layout(tensors):
 
 
 def kernel_inputs(w, x, words=None):
-    """The kernel's arguments for matrix `w` and one row `x` (dim,). Int8 read as words (`words`, by default
-    `int8_words()`): w's numbers as int32 words, and x's entries split by byte (on a little-endian CPU the k-th byte
-    of word j is entry 4j + k of a row). Otherwise wide rows in blocks of columns (`matvec.in_columns`)."""
+    """The kernel's arguments for `w` and one row `x` (dim,). Int8 as words (`words`, by default `int8_words()`): int32
+    words, x split by byte (byte k of word j is entry 4j + k, little-endian); else wide rows in blocks of columns."""
     if isinstance(w, Int8Weight) and (int8_words() if words is None else words):
         return w.values.view(torch.int32), w.scales, x.view(-1, 4).T.contiguous()
     if isinstance(w, Int8Weight):
@@ -220,9 +217,12 @@ def _ready_in_background(w, x, shape):
 
 def one_row(x, w):
     """`x @ w.T` for one row `x` (..., dim) by a compiled kernel, in x's dtype; None where none applies yet."""
-    known = _quick.get(id(w))  # a matrix whose kernel ran before, directly: its code found again by the layout
+    known = _quick.get(id(w))  # a matrix whose kernel ran before: its code, found by the inputs' layout
     if known is not None and known[0]() is w and applies(x, w):
-        return known[2](*kernel_inputs(w, x.reshape(-1), known[1])).view(*x.shape[:-1], w.shape[0])
+        inputs = kernel_inputs(w, x.reshape(-1), known[1])
+        code = known[2].direct.get(layout(inputs))
+        if code is not None:
+            return code(*inputs)[0].view(*x.shape[:-1], w.shape[0])
     if not applies(x, w):
         return None
     int8 = isinstance(w, Int8Weight)

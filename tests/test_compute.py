@@ -47,6 +47,8 @@ def test_the_bf16_kernel_adds_up_wide_rows_in_blocks_of_columns(fresh_fused, mon
     torch.testing.assert_close(fused, x @ w.float().T, rtol=1e-5, atol=1e-5)
     monkeypatch.setattr(matvec, "COLUMNS", 128)  # rows of 256: not wider than 2 * 128
     assert kernels.kernel_inputs(w, x.view(-1))[0] is w
+    # A matrix whose kernel ran, its inputs now of another layout: not the code built for the first one.
+    torch.testing.assert_close(linear(x, w), x @ w.float().T, rtol=1e-5, atol=1e-5)
 
 
 def test_without_a_compiler_the_block_path_takes_over(fresh_fused, monkeypatch):
