@@ -383,4 +383,3 @@ def test_the_ratios_table_with_a_depth_decodes_after_that_many_positions_in_both
     ratios.llama_cpp_run(tmp_path, tmp_path / "m.gguf", 17, 32, 2)
     assert [command[command.index("-d") + 1] if "-d" in command else None for command in commands] == \
         ["512", "512", None, None]
-
