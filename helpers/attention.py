@@ -57,6 +57,8 @@ def attention(x, wq, wk, wv, wo, n_heads, n_kv_heads, freqs, cache=None):
     if cache is not None:
         k, v = cache.update(k, v)
     groups = q.view(seq, n_kv_heads, n_heads // n_kv_heads, head_dim)
-    scores = torch.einsum("qgrd,kgd->grqk", groups, k) / math.sqrt(head_dim) + causal_mask(seq, len(k))
+    scores = torch.einsum("qgrd,kgd->grqk", groups, k) / math.sqrt(head_dim)
+    if seq > 1:  # one new query, the latest position, sees every key: its mask would be all zeros
+        scores = scores + causal_mask(seq, len(k))
     out = torch.einsum("grqk,kgd->qgrd", torch.softmax(scores, dim=-1), v)
     return linear(out.reshape(seq, n_heads * head_dim), wo)

@@ -1,6 +1,7 @@
 """The building blocks: one head against all heads, the compute policy, RoPE and the FFN width."""
 
 import math
+import sys
 
 import pytest
 import torch
@@ -50,6 +51,31 @@ def test_a_decoded_token_reads_the_cache_where_it_is_without_copies_for_each_que
     heads = [torch.softmax(q[:, h] @ keys[:, h // p.n_rep].T / math.sqrt(hd), dim=-1) @ values[:, h // p.n_rep]
              for h in range(p.n_heads)]
     torch.testing.assert_close(out, torch.cat(heads, dim=-1) @ layer["wo"].T)
+
+
+def test_a_decoded_token_builds_no_mask_and_several_new_tokens_do(rng, monkeypatch):
+    """One new query sees every stored key, so its mask would be all zeros: attention builds none. Several new
+    queries after stored positions get theirs, and each result equals the same positions computed in one pass."""
+    from helpers import LayerCache
+
+    p = random_params(n_heads=8, n_kv_heads=2)
+    layer, hd = random_model(p).layer(0), p.head_dim
+    x = torch.randn(6, p.dim, generator=rng)
+    freqs = rope_frequencies(hd, torch.arange(6), p.rope_theta)
+    whole = attention(x, layer["wq"], layer["wk"], layer["wv"], layer["wo"], p.n_heads, p.n_kv_heads, freqs)
+    attention_module = sys.modules["helpers.attention"]
+    masks = []
+
+    def counted_mask(n_queries, n_keys):
+        masks.append((n_queries, n_keys))
+        return causal_mask(n_queries, n_keys)
+
+    monkeypatch.setattr(attention_module, "causal_mask", counted_mask)
+    cache = LayerCache(6, p.n_kv_heads, hd)
+    parts = [attention(x[start:stop], layer["wq"], layer["wk"], layer["wv"], layer["wo"], p.n_heads,
+                       p.n_kv_heads, freqs[start:stop], cache) for start, stop in ((0, 3), (3, 4), (4, 6))]
+    assert masks == [(3, 3), (2, 6)]  # none for the single token at position 3
+    torch.testing.assert_close(torch.cat(parts), whole)
 
 
 def test_block_upcast_equals_plain_product(rng, monkeypatch):
