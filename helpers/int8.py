@@ -176,11 +176,21 @@ def onednn_here():
     return torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
 
 
+def int8_dot_products():
+    """Whether the CPU adds up products of int8 numbers into int32 sums in one instruction (VNNI, AMX). Without them
+    oneDNN's uint8 x int8 product adds pairs of products in 16 bits, which saturates (docs/kernels.md)."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is not None:
+        return any(capabilities().get(name, False) for name in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    return any(getattr(torch.cpu, name, bool)() for name in ("_is_vnni_supported", "_is_amx_tile_supported"))  # older
+
+
 def packed_for_prompts(values):
     """oneDNN's copy of int8 `values` (out, in) in its own layout: its int8 product of a prompt's rows by
     this copy took half the time of `torch._int_mm` on `values` (bench/int8_ops.py). None where this torch
-    cannot make one, or where oneDNN is not used (`onednn_here`); a prompt then takes `torch._int_mm` too."""
-    if not onednn_here():
+    cannot make one, where oneDNN is not used (`onednn_here`) or where its sums would saturate (no
+    `int8_dot_products`); a prompt then takes `torch._int_mm` too."""
+    if not (onednn_here() and int8_dot_products()):
         return None
     try:
         return torch.ops.onednn.qlinear_prepack(values, None)

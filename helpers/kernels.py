@@ -1,11 +1,10 @@
 """Compiled one-row kernels: a single row times a bf16 or int8 matrix, converting each weight in a register.
 
-`one_row(x, w)` is `x @ w.T` for one row `x` by a kernel torch.compile generates, or None where no kernel
-applies (several rows, a matrix smaller than a real Llama 3's), where it is still being compiled, or where
-compiling is unavailable (no C++ compiler: then never tried again). Kernels are compiled in a background
-process that fills torch.compile's cache, so that decoding goes on by the block path meanwhile; the caller
-then loads each from the cache. `wait()` waits for them, `compiled()` lists what was built, `reset()` forgets
-it. What they compute is in helpers/matvec.py; docs/kernels.md gives the measurements behind these choices.
+`one_row(x, w)` is `x @ w.T` for one row `x` by a kernel torch.compile generates, or None where none applies
+(several rows, a matrix smaller than a real Llama 3's), where it is still being compiled (by a background process
+that fills torch.compile's cache, while decoding goes on by the block path), or where it cannot be (no C++
+compiler: never tried again). `wait()` waits for them, `compiled()` lists what was built, `reset()` forgets it.
+What they compute is in helpers/matvec.py; docs/kernels.md gives the measurements behind these choices.
 """
 
 import contextlib
@@ -32,9 +31,8 @@ MIN_WIDTH = 1024
 MAX_SHAPES = 8
 # The int8 kernel is compiled with multiply-adds (FMA): it spends most of its time in arithmetic.
 INT8_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
-# How the int8 kernel reads its numbers (`int8_words`): four at a time from int32 words (`matvec.matvec_int8`), the
-# form for AVX2 code, unless ATen found AVX-512 at start-up; there each int8 number as it is
-# (`matvec.matvec_int8_each`), faster in AVX-512 code on the 8B's matrices, ten times slower in AVX2 code.
+# How the int8 kernel reads its numbers (`int8_words`): four at a time from 32-bit words (`matvec.matvec_int8`) in AVX2
+# code; where ATen found AVX-512, each as it is (`matvec.matvec_int8_each`), which is ten times slower in AVX2 code.
 INT8_WORDS = torch.backends.cpu.get_cpu_capability() != "AVX512"
 
 # Compile in a background process (LLAMA3_COMPILE_IN_BACKGROUND=0: in the caller, on first use).
@@ -45,12 +43,18 @@ OWN_ISA_CHECK = os.environ.get("LLAMA3_INDUCTOR_ISA_CHECK") != "1"
 _kernels = {}  # False (bf16) or True (int8) -> its compiled kernel, or False where it cannot be built
 _shapes = set()  # (matrix shape, its dtype or (torch.int8, group size), row dtype) of each shape built
 _warmer = None  # the background process that fills the compile cache, and what it answered
-_quick = {}  # id(matrix) -> (a weak reference to it, int8 read as words, its kernel): `one_row`'s quick path
+_quick = {}  # id(matrix) -> (a weak reference to it, its words' dtype or False, its kernel): `one_row`'s quick path
 
 
 def int8_words():
     """Whether the int8 kernel reads words: INT8_WORDS, or Inductor's own check of the CPU in use (it may pick AVX2)."""
     return INT8_WORDS or not OWN_ISA_CHECK
+
+
+def word_dtype():
+    """The int8 kernel's words' dtype: int32 in AVX-512 code, float32 in AVX2 (where ATen loads int32 via the stack)."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+    return torch.int32 if pick_vec_isa().bit_width() >= 512 else torch.float32
 
 
 def configure():
@@ -104,14 +108,15 @@ def layout(tensors):
 
 
 def kernel_inputs(w, x, words=None):
-    """The kernel's arguments for `w` and one row `x` (dim,). Int8 as words (`words`, by default `int8_words()`): int32
-    words, x split by byte (byte k of word j is entry 4j + k, little-endian); else wide rows in blocks of columns."""
-    if isinstance(w, Int8Weight) and (int8_words() if words is None else words):
-        return w.values.view(torch.int32), w.scales, x.view(-1, 4).T.contiguous()
-    if isinstance(w, Int8Weight):
-        values, x, scales = in_columns(w.values, x, w.scales)
-        return values, scales, x
-    return in_columns(w, x)[:2]
+    """`w` and one row `x` (dim,) as the kernel takes them. Int8 as words typed `words` (by default `word_dtype()` where
+    `int8_words()`), x split by byte (byte k of word j is entry 4j + k); else wide rows in blocks of columns."""
+    if not isinstance(w, Int8Weight):
+        return in_columns(w, x)[:2]
+    words = int8_words() and word_dtype() if words is None else words
+    if words:
+        return w.values.view(words), w.scales, x.view(-1, 4).T.contiguous()
+    values, x, scales = in_columns(w.values, x, w.scales)
+    return values, scales, x
 
 
 def kernel(int8):
@@ -208,15 +213,9 @@ class _Warmer:
             self.done.wait_for(lambda: self.asked <= self.answers.keys())
 
 
-def _ready_in_background(w, x, shape):
-    """Whether torch.compile's cache holds the kernel for `w` and `x` (None: not yet, False: never)."""
-    global _warmer
-    _warmer = _warmer or _Warmer()
-    return _warmer.ask(json.dumps(_spec(w, x), sort_keys=True), shape)
-
-
 def one_row(x, w):
     """`x @ w.T` for one row `x` (..., dim) by a compiled kernel, in x's dtype; None where none applies yet."""
+    global _warmer
     known = _quick.get(id(w))  # a matrix whose kernel ran before: its code, found by the inputs' layout
     if known is not None and known[0]() is w and applies(x, w):
         inputs = kernel_inputs(w, x.reshape(-1), known[1])
@@ -233,8 +232,9 @@ def one_row(x, w):
     built = sum(isinstance(s[1], tuple) == int8 for s in _shapes)
     if fn is False or (shape not in _shapes and built >= MAX_SHAPES):
         return None
-    if shape not in _shapes and BACKGROUND:
-        ready = _ready_in_background(w, x, shape)
+    if shape not in _shapes and BACKGROUND:  # is the kernel in torch.compile's cache? (None: not yet, False: never)
+        _warmer = _warmer or _Warmer()
+        ready = _warmer.ask(json.dumps(_spec(w, x), sort_keys=True), shape)
         if not ready:
             _kernels[int8] = False if ready is False else fn
             return None
@@ -243,7 +243,7 @@ def one_row(x, w):
         # In inference mode, on a row made in it, whatever mode the caller is in: as the background process compiles.
         outside = not torch.is_inference_mode_enabled()
         with torch.inference_mode():
-            inputs = kernel_inputs(w, x.reshape(-1).clone(), words := int8_words())
+            inputs = kernel_inputs(w, x.reshape(-1).clone(), words := int8 and int8_words() and word_dtype())
             out = fn(*inputs)
     except Exception:  # no C++ compiler, or a platform torch.compile does not support
         fn, out = False, None

@@ -22,15 +22,16 @@ def rows_times(w, x):
 
 
 def rows_times_int8(words, scales, x4):
-    """An int8 matrix times one row, its numbers read four at a time from int32 words.
+    """An int8 matrix times one row, its numbers read four at a time from 32-bit words.
 
-    `words` (out, dim / 4) int32 holds the int8 numbers four at a time, `scales` (out, groups) their
-    scales, x4[k] (dim / 4,) the entries of x that the k-th byte of each word multiplies. Shifting a word
-    left then right (sign-extending) takes out one byte as an int32. The four bytes' products are added
-    before the sum over each group, so that the loop keeps one running sum per row.
+    `words` (out, dim / 4) holds the int8 numbers four at a time, typed int32 or float32 (the same bytes: which
+    type the kernel is given decides how its code loads them, helpers/kernels.py's `word_dtype`), `scales`
+    (out, groups) their scales, x4[k] (dim / 4,) the entries of x that the k-th byte of each word multiplies.
+    Shifting a word left then right (sign-extending) takes out one byte as an int32. The four bytes' products
+    are added before the sum over each group, so that the loop keeps one running sum per row.
     """
     rows, groups = scales.shape
-    words = words.view(rows, groups, -1)
+    words = words.view(torch.int32).view(rows, groups, -1)
     products = 0
     for k in range(4):
         byte = (words << (24 - 8 * k)) >> 24

@@ -7,6 +7,7 @@ import struct
 import pytest
 import torch
 
+import helpers.int8
 from helpers import (
     REPO_ROOT,
     TINY_MODEL_DIR,
@@ -27,7 +28,7 @@ from helpers import (
     weight_bytes,
     with_activations,
 )
-from helpers.int8 import join, onednn_here, packed_for_prompts, whole_of
+from helpers.int8 import int8_dot_products, join, onednn_here, packed_for_prompts, whole_of
 
 from conftest import random_model, random_params
 
@@ -92,6 +93,24 @@ def test_one_row_kernel_and_block_path_equal_float32_on_the_dequantised_weights(
     assert_close(linear(rows, q), rows @ expected_weights.T)  # several rows: the block path
     kernels.MIN_ELEMENTS = q.numel() + 1
     assert_close(linear(x, q), one_row)  # one row by the block path
+
+
+def test_avx2_code_gets_the_int8_words_typed_float32_and_both_types_give_the_same_sums(fresh_fused, monkeypatch):
+    """ATen's AVX2 code loads a vector of int32 through the stack (two stores and a reload that cannot be forwarded)
+    and a vector of float32 straight into a register; the kernel takes the same bytes either way (`word_dtype`)."""
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(kernels, "INT8_WORDS", True)
+    q = quantize_int8(a_matrix(rows=384), 32)
+    x = torch.randn(256, generator=torch.Generator().manual_seed(1))
+    with inductor.patch({"cpp.simdlen": 256}), torch.inference_mode():  # AVX2 code, on any x86 CPU with AVX2
+        assert kernels.word_dtype() is torch.float32 and kernels.kernel_inputs(q, x)[0].dtype is torch.float32
+        assert kernels.kernel_inputs(q, x)[0].data_ptr() == q.values.data_ptr()  # a view: nothing copied
+        kernel = kernels.new_kernel(True)
+        as_floats = kernel(*kernels.kernel_inputs(q, x, torch.float32))
+        as_ints = kernel(*kernels.kernel_inputs(q, x, torch.int32))
+    assert torch.equal(as_floats, as_ints)
+    assert_close(as_floats, x @ dequantize(q).T)
 
 
 def test_the_int8_kernel_adds_up_wide_rows_in_blocks_of_columns(fresh_fused, monkeypatch):
@@ -324,13 +343,17 @@ def test_rounded_activations_are_q8_0s_arithmetic(fresh_fused):
     assert kernels.compiled() == set()
 
 
-def test_a_prompt_multiplies_onednns_packed_copy_with_the_same_sums(fresh_fused):
+def test_a_prompt_multiplies_onednns_packed_copy_with_the_same_sums(fresh_fused, monkeypatch):
     """A prompt's rows by the packed copy (oneDNN, x shifted into uint8), one row by `_int_mm` on the values:
-    the same integer sums, so the same results to float32's last bits."""
+    the same integer sums, so the same results to float32's last bits. Only where the CPU has int8 dot products
+    (VNNI, AMX): without them oneDNN's sums saturate, so no packed copy is made and a prompt takes `_int_mm`."""
     assert onednn_here(), "oneDNN is not used on this machine: the packed path is not tested"
     plain = dataclasses.replace(quantize_int8(a_matrix(rows=384)), rounds_activations=True)
     packed = dataclasses.replace(plain, packed=packed_for_prompts(plain.values))
-    assert packed.packed is not None
+    assert (packed.packed is not None) == int8_dot_products()
+    with monkeypatch.context() as without:
+        without.setattr(helpers.int8, "int8_dot_products", lambda: False)
+        assert packed_for_prompts(plain.values) is None
     x = torch.randn(17, 256, generator=torch.Generator().manual_seed(5))
     x[2] = 0
     with torch.inference_mode():
@@ -377,7 +400,8 @@ def test_rounded_activations_keep_the_top_token_over_the_tiny_corpus(tiny):
             assert (reference - rounded).abs().max() < 0.03 * reference.abs().max()
 
 
-def test_with_activations_switches_a_quantised_model_sharing_its_numbers(tiny):
+def test_with_activations_switches_a_quantised_model_sharing_its_numbers(tiny, monkeypatch):
+    monkeypatch.setattr(helpers.int8, "int8_dot_products", lambda: True)  # packed copies, as on a CPU with VNNI
     q = quantize_model(tiny)
     rounded = with_activations(q, "int8")
     layer, rounded_layer = q.layer(0), rounded.layer(0)
