@@ -250,8 +250,9 @@ def main(argv=None):
         del model
 
     say()
-    say(f"Course ÷ llama.cpp: speed over speed (time over time for the prompt); median of {args.repetitions} "
-        "turns (lowest-highest). ÷ limit: the fraction of the memory-read limit reached.")
+    say(f"Course ÷ llama.cpp: speed over speed, above 1 where the course is faster (for the prompt, llama.cpp's time "
+        f"over the course's); median of {args.repetitions} turns (lowest-highest). ÷ limit: the fraction of the "
+        "memory-read limit reached.")
     say("| model | weights | threads | what | course | llama.cpp | course ÷ llama.cpp | course ÷ limit | "
         "llama.cpp ÷ limit |")
     say("|---|---|---|---|---|---|---|---|---|")
