@@ -27,7 +27,7 @@ a layer, not 7. This prints, each the median of --rounds runs:
   read as each number of parts given (1: from top to bottom); this compiles five more kernels for
   each number first;
 - with --compare-int8-forms (int8), the compiled int8 kernel alone on the same matrices, taking turns
-  with its other form: reading the int8 numbers four at a time from int32 words, or each one as it is
+  with its other form: reading the int8 numbers four at a time from 32-bit words, or each one as it is
   (helpers/matvec.py; helpers/kernels.py's `int8_words`: words in AVX2 code, each number in AVX-512 code);
 - with --compare-columns, the compiled kernel alone on each shape whose rows are wider than 2 * COLUMNS
   numbers, taking turns: adding them up COLUMNS at a time, as helpers does (helpers/matvec.py's
@@ -282,7 +282,7 @@ def compare_columns(compiled, matrices, inputs, rounds):
                                    for _ in range(rounds)]) for shape, each in wide.items()}
 
 
-FORMS = {True: "four at a time from int32 words", False: "each one as it is"}
+FORMS = {True: "four at a time from 32-bit words", False: "each one as it is"}
 
 
 def compare_int8_forms(compiled, matrices, inputs, rounds):

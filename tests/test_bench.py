@@ -308,7 +308,7 @@ def test_the_decode_step_benchmark_compares_the_int8_kernels_two_forms(small_tie
     printed = capsys.readouterr().out
     assert kernels.INT8_WORDS == form
     lines = printed.split("the int8 kernel alone, its numbers read:\n")[1].splitlines()
-    assert lines[0].split("  ")[1].strip() == ("four at a time from int32 words" if form else "each one as it is")
+    assert lines[0].split("  ")[1].strip() == ("four at a time from 32-bit words" if form else "each one as it is")
     assert "helpers' form here" in lines[0] and "times the time of helpers'" in lines[1]
 
 
