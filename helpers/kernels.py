@@ -52,9 +52,9 @@ def int8_words():
 
 
 def word_dtype():
-    """The int8 kernel's words' dtype: int32 in AVX-512 code, float32 in AVX2 (where ATen loads int32 via the stack)."""
+    """The int8 kernel's words' dtype: float32 in AVX2 code (where ATen loads int32 via the stack), else int32."""
     from torch._inductor.cpu_vec_isa import pick_vec_isa
-    return torch.int32 if pick_vec_isa().bit_width() >= 512 else torch.float32
+    return torch.float32 if str(pick_vec_isa()) == "avx2" else torch.int32
 
 
 def configure():
