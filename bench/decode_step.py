@@ -26,9 +26,10 @@ a layer, not 7. This prints, each the median of --rounds runs:
   helpers has them (each matrix read as PARTS blocks of rows side by side, helpers/matvec.py) and
   read as each number of parts given (1: from top to bottom); this compiles five more kernels for
   each number first;
-- with --compare-int8-forms (int8), the compiled int8 kernel alone on the same matrices, taking turns
-  with its other form: reading the int8 numbers four at a time from 32-bit words, or each one as it is
-  (helpers/matvec.py; helpers/kernels.py's `int8_words`: words in AVX2 code, each number in AVX-512 code);
+- with --compare-forms (or --compare-int8-forms), the compiled kernel alone on the same matrices, taking
+  turns with its other form: reading the numbers from 32-bit words (int8 four at a time, bf16 two), or each
+  one as it is (helpers/matvec.py; helpers/kernels.py's `words_for`: words for int8 in AVX2 code, each
+  number in AVX-512 code; words for bf16 in AVX2 code alone);
 - with --compare-columns, the compiled kernel alone on each shape whose rows are wider than 2 * COLUMNS
   numbers, taking turns: adding them up COLUMNS at a time, as helpers does (helpers/matvec.py's
   `in_columns`), and whole (not the int8 kernel's words, whose sums are a quarter as long);
@@ -115,8 +116,8 @@ def main(argv=None):
     parser.add_argument("--compare-parts", type=parts_list, default=[], metavar="N,N,...",
                         help=f"also time the kernels reading each matrix as N blocks of rows side by side, "
                              f"against helpers' {kernels.PARTS}")
-    parser.add_argument("--compare-int8-forms", action="store_true",
-                        help="also time the int8 kernel in its other form (words or each number), taking turns")
+    parser.add_argument("--compare-forms", "--compare-int8-forms", action="store_true",
+                        help="also time the kernel in its other form (words or each number), taking turns")
     parser.add_argument("--compare-columns", action="store_true",
                         help="also time the kernel adding up wide rows whole, against helpers' blocks of columns")
     parser.add_argument("--simdlen", type=int, metavar="BITS",
@@ -196,8 +197,8 @@ def main(argv=None):
             for kernel in others[1:]:
                 run(kernel)()  # compiles
             by_parts = [[seconds(run(kernel)) for kernel in others] for _ in range(args.rounds)]
-        if compiled and args.compare_int8_forms and not args.bf16:
-            by_form = compare_int8_forms(compiled, matrices, inputs, args.rounds)
+        if compiled and args.compare_forms:
+            helpers_form, by_form = compare_forms(compiled, matrices, inputs, args.rounds, not args.bf16)
         columns = compiled and args.compare_columns and (args.bf16 or not kernels.int8_words())
         if columns:
             by_columns = compare_columns(compiled, matrices, inputs, args.rounds)
@@ -241,19 +242,20 @@ def main(argv=None):
                 ratio = statistics.median(round_[i] / round_[0] for round_ in by_parts)
                 line += f"; round by round, {ratio:.2f} times the time of {kernels.PARTS} (helpers')"
             print(line)
-    if compiled and args.compare_int8_forms and not args.bf16:
+    if compiled and args.compare_forms:
         print()
-        print("the int8 kernel alone, its numbers read:")
-        for i, words in enumerate((kernels.INT8_WORDS, not kernels.INT8_WORDS)):
+        print(f"the {kind} kernel alone, its numbers read:")
+        for i, words in enumerate((bool(helpers_form), not helpers_form)):
             took = statistics.median(round_[i] for round_ in by_form)
-            line = f"  {FORMS[words]:<30} {took * 1e3:6.1f} ms ({total_bytes / took / 1e9:4.1f} GB/s)"
+            read = FORMS[kind] if words else "each one as it is"
+            line = f"  {read:<30} {took * 1e3:6.1f} ms ({total_bytes / took / 1e9:4.1f} GB/s)"
             line += "; helpers' form here" if not i else \
                 f"; round by round, {statistics.median(r[1] / r[0] for r in by_form):.2f} times the time of helpers'"
             print(line)
 
     if columns:
         print()
-        print(f"the {kind} kernel alone on the matrices whose rows it adds up {matvec.COLUMNS} columns at a time, "
+        print(f"the {kind} kernel alone on the matrices whose rows it adds up {matvec.COLUMNS} numbers at a time, "
               "and adding up their rows whole:")
         for shape, (calls, runs) in by_columns.items():
             blocks, whole = (statistics.median(round_[i] for round_ in runs) for i in (0, 1))
@@ -274,7 +276,11 @@ def compare_columns(compiled, matrices, inputs, rounds):
         x = inputs[w.shape[1]].view(-1)
         in_blocks, whole = ways.setdefault(tuple(w.shape), ([], []))
         in_blocks.append(kernels.kernel_inputs(w, x))
-        whole.append((w.values, w.scales, x.clone()) if isinstance(w, Int8Weight) else (w, x.clone()))
+        columns, matvec.COLUMNS = matvec.COLUMNS, w.shape[1]  # no row wider than 2 * COLUMNS: each row whole
+        try:
+            whole.append(kernels.kernel_inputs(w, x.clone()))
+        finally:
+            matvec.COLUMNS = columns
     wide = {shape: each for shape, each in ways.items() if each[0][0][0].dim() == 3}
     for _, whole in wide.values():
         compiled(*whole[0])  # compiles
@@ -282,22 +288,26 @@ def compare_columns(compiled, matrices, inputs, rounds):
                                    for _ in range(rounds)]) for shape, each in wide.items()}
 
 
-FORMS = {True: "four at a time from 32-bit words", False: "each one as it is"}
+FORMS = {"int8": "four at a time from 32-bit words", "bf16": "two at a time from 32-bit words"}
 
 
-def compare_int8_forms(compiled, matrices, inputs, rounds):
-    """Seconds of the int8 kernel over `matrices`, in helpers' form and in the other, round by round."""
-    helpers_form, runs = kernels.INT8_WORDS, []
+def compare_forms(compiled, matrices, inputs, rounds, int8):
+    """helpers' form of the kernel here (`kernels.words_for`), and seconds of the kernel over `matrices` in that
+    form and in the other (32-bit words, typed as helpers would type them here, or each number), round by round."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    helpers_form, words_for, runs = kernels.words_for(int8), kernels.words_for, []
+    other = False if helpers_form else torch.float32 if str(pick_vec_isa()) == "avx2" else torch.int32
     try:
-        for words in (helpers_form, not helpers_form):
-            kernels.INT8_WORDS = words
-            kernel = compiled if words == helpers_form else kernels.new_kernel(True)
+        for words in (helpers_form, other):
+            kernels.words_for = lambda int8, words=words: words
+            kernel = compiled if words is helpers_form else kernels.new_kernel(int8)
             each = [kernels.kernel_inputs(w, inputs[w.shape[1]].view(-1)) for w in matrices]
             runs.append(lambda kernel=kernel, each=each: [kernel(*arguments) for arguments in each])
             runs[-1]()  # compiles
     finally:
-        kernels.INT8_WORDS = helpers_form
-    return [[seconds(run) for run in runs] for _ in range(rounds)]
+        kernels.words_for = words_for
+    return helpers_form, [[seconds(run) for run in runs] for _ in range(rounds)]
 
 
 if __name__ == "__main__":

@@ -17,6 +17,11 @@ highest). The prompt's logits are the last position's alone (`forward(..., last_
 llama.cpp's are. With --depth N, both the prompt and the decoding come after N positions already in the
 cache (llama-bench's -d N; the course fills its cache untimed): attention's share of a token grows with them.
 
+Where the course's checkpoint, llama.cpp's file and the course's own memory exceed 90% of the machine's
+(the 8B's two 16 GB files on a 24 or 30 GB machine), each side's turn starts with the other side's file taken
+out of the page cache, so that its warm-up reads its own file back whole from disk; a line then says how
+much of each file was cached at its turns.
+
 The memory-read limit: the same run reads a large tensor through torch (the best of --reads passes of
 a float32 `sum`, a float32 `amax` and a bfloat16 `sum`, the fastest full reads PyTorch gave here, at
 each thread count); the weights a decoded token must read, divided by that rate,
@@ -28,8 +33,10 @@ with the command that makes one. No figure here is a test: speeds depend on the 
 """
 
 import argparse
+import ctypes
 import datetime
 import importlib.util
+import mmap
 import os
 import statistics
 import subprocess
@@ -40,6 +47,7 @@ from pathlib import Path
 import torch
 
 from helpers import KVCache, forward, kernels, load_model, quantize_model, weight_bytes
+from helpers.int8 import Int8Weight
 
 HERE = Path(__file__).resolve().parent
 PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
@@ -72,6 +80,70 @@ def read_rate(threads, reads=5, size=1 << 30):
             probe()
             best = min(best, time.perf_counter() - started)
     return size / best
+
+
+# ---------------------------------------------------------------------------
+# The page cache. Where the course's checkpoint and llama.cpp's file do not fit in memory together (the 8B's
+# two 16 GB files on a 24 GB machine), each side's reads push the other's file out, and a side's warm-up run
+# does not bring all of its own back: Linux keeps the pages read many times (the other side's) and drops the
+# ones just read first. Each side's turn then starts with the other's file taken out of the page cache.
+# ---------------------------------------------------------------------------
+
+MADV_PAGEOUT = 21  # madvise: reclaim these pages now (Linux 5.4 and later)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def checkpoint_files(model_dir):
+    """The course's weight files in `model_dir` (Meta's .pth, or Hugging Face's .safetensors)."""
+    return sorted(p for p in Path(model_dir).iterdir() if p.suffix in (".pth", ".safetensors"))
+
+
+def mapped_ranges(path):
+    """(start, end) addresses of this process's mappings of `path` (the course maps its checkpoint)."""
+    real = str(Path(path).resolve())
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == real:
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            yield start, end
+
+
+def drop_from_page_cache(path):
+    """Take `path`'s pages out of the page cache: those this process maps paged out first (madvise), then
+    the rest dropped (posix_fadvise). The files are only read, so nothing is written back; where Linux
+    declines (an older kernel, a file system that keeps its pages), they stay, and `cached_share` says so."""
+    for start, end in mapped_ranges(path):
+        _libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_PAGEOUT)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def cached_share(path):
+    """The fraction of `path`'s pages in the page cache (mincore on a mapping of it that reads nothing)."""
+    size = Path(path).stat().st_size
+    if size == 0:
+        return 1.0
+    pages = -(-size // mmap.PAGESIZE)
+    flags = (ctypes.c_ubyte * pages)()
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as mapping:
+        start = ctypes.c_char.from_buffer(mapping)
+        failed = _libc.mincore(ctypes.c_void_p(ctypes.addressof(start)), ctypes.c_size_t(size), flags)
+        del start  # the mapping cannot close while a ctypes object points into it
+    if failed:
+        raise OSError(ctypes.get_errno(), f"mincore failed on {path}")
+    return (pages - bytes(flags).count(0)) / pages
+
+
+def files_compete(course_files, gguf):
+    """Whether the course's files, llama.cpp's and this process's own memory exceed 90% of the machine's."""
+    if gguf is None:
+        return False
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    anon = (fit.status_kib("self", "RssAnon") or 0) * 1024
+    return sum(f.stat().st_size for f in course_files) + Path(gguf).stat().st_size + anon > 0.9 * total
 
 
 def prompt_tokens(model, length):
@@ -129,32 +201,57 @@ def spread(values, fmt):
     return middle if len(values) == 1 else f"{middle} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
-def peer_turns(bin_dir, gguf, args, threads):
-    """llama.cpp's turns alone, for each thread count (--apart): {threads: [(prefill, decode), ...]}."""
-    return {n: [llama_cpp_run(bin_dir, gguf, args.prompt, args.gen, n, args.depth) for _ in range(args.repetitions)]
-            for n in threads}
+def peer_turn(bin_dir, gguf, args, threads, compete):
+    """One llama.cpp turn, ((prefill, decode), share of its file cached after it): where the course's files
+    `compete` with llama.cpp's for memory, they are first taken out of the page cache (share None otherwise)."""
+    for path in compete:
+        drop_from_page_cache(path)
+    result = llama_cpp_run(bin_dir, gguf, args.prompt, args.gen, threads, args.depth)
+    return result, cached_share(gguf) if compete else None
 
 
-def measure(model, gguf, bin_dir, args, threads, rates, peer_done=None):
+def peer_turns(bin_dir, gguf, args, threads, compete):
+    """llama.cpp's turns alone, for each thread count (--apart): {threads: [peer_turn(...), ...]}."""
+    return {n: [peer_turn(bin_dir, gguf, args, n, compete) for _ in range(args.repetitions)] for n in threads}
+
+
+def measure(model, gguf, bin_dir, args, threads, rates, peer_done=None, compete=()):
     """The table's rows for one model and weight type, the course and llama.cpp taking turns (or with
-    llama.cpp's turns already taken, `peer_done`)."""
+    llama.cpp's turns already taken, `peer_done`). Where the course's files `compete` with llama.cpp's for
+    memory, each side's turn starts with the other's file out of the page cache, and a line says how much
+    of each side's file was cached at its turns."""
     tokens = prompt_tokens(model, args.prompt)
-    rows = []
+    rows, course_cached = [], []
+    from_file = not isinstance(model.layer(0)["wq"], Int8Weight)  # int8 matrices are in memory, not in the file
+    peer_cached = [share for n in threads for _, share in (peer_done or {}).get(n, [])]
     for n in threads:
         torch.set_num_threads(n)
+        if compete:
+            drop_from_page_cache(gguf)
         course_run(model, tokens, 2)  # warm-up: pages mapped, compiled kernels asked for ...
         kernels.wait()
         course_run(model, tokens, 2)  # ... and loaded
-        course, peer = [], list(peer_done[n]) if peer_done else []
+        course, peer = [], [result for result, _ in peer_done[n]] if peer_done else []
         taking_turns = bin_dir is not None and peer_done is None
         for _ in range(args.repetitions):
             torch.set_num_threads(n)
             if taking_turns:  # llama.cpp's files may have pushed the course's out of the page cache:
+                if compete:
+                    drop_from_page_cache(gguf)
                 course_run(model, tokens, 1)  # read them back untimed, as llama-bench's own warm-up run does
+            if compete and from_file:
+                course_cached.append(min(cached_share(path) for path in compete))
             course.append(course_run(model, tokens, args.gen, args.depth))
             if taking_turns:
-                peer.append(llama_cpp_run(bin_dir, gguf, args.prompt, args.gen, n, args.depth))
+                result, share = peer_turn(bin_dir, gguf, args, n, compete)
+                peer.append(result)
+                peer_cached.append(share)
         rows.append((n, course, peer, rates[n]))
+    if compete:
+        course_share = f"{min(course_cached):.0%} of the course's checkpoint at the start of its timed turns, " \
+            if from_file else ""
+        say(f"  page cache: {course_share}{min(peer_cached):.0%} of llama.cpp's file at the end of its turns "
+            "(lowest)")
     return rows
 
 
@@ -234,7 +331,12 @@ def main(argv=None):
         label = f"{Path(model_dir).name} ({model.params.n_layers} layers, dim {model.params.dim})"
         for kind in types:
             gguf = files.get("bf16" if kind == "bf16" else "int8")
-            peer_done = peer_turns(bin_dir, gguf, args, threads) if args.apart and bin_dir else None
+            compete = checkpoint_files(model_dir) if bin_dir and files_compete(checkpoint_files(model_dir), gguf) \
+                else []
+            if compete:
+                say(f"The course's checkpoint and llama.cpp's {gguf.name} do not fit in memory together: each "
+                    "side's turns start with the other's file out of the page cache, read back in its warm-up.")
+            peer_done = peer_turns(bin_dir, gguf, args, threads, compete) if args.apart and bin_dir else None
             course_model = model if kind == "bf16" else \
                 quantize_model(model, activations="int8" if kind == "int8x8" else "float32")
             # Bytes a decoded token reads: the matrices (llama.cpp's Q8_0: 34 bytes for 32 weights).
@@ -243,7 +345,7 @@ def main(argv=None):
             anon = (fit.status_kib("self", "RssAnon") or 0) * 1024 / 1e9  # 0 off Linux
             say(f"Measuring {label}, {kind}: {course_bytes / 1e9:.2f} GB of matrices a token; the process holds "
                 f"{anon:.2f} GB of anonymous memory ...")
-            rows = measure(course_model, gguf, bin_dir, args, threads, rates, peer_done)
+            rows = measure(course_model, gguf, bin_dir, args, threads, rates, peer_done, compete)
             table.append((label, {"bf16": "bf16", "int8": "int8 / Q8_0", "int8x8": "int8, x in int8 / Q8_0"}[kind],
                           rows, course_bytes, peer_bytes))
             del course_model

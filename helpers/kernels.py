@@ -21,7 +21,7 @@ import torch
 
 from . import matvec as _matvec
 from .int8 import Int8Weight
-from .matvec import PARTS, in_columns, matvec, matvec_int8, matvec_int8_each
+from .matvec import PARTS, in_columns, matvec, matvec_bf16_words, matvec_int8, matvec_int8_each
 
 # Matrices of real Llama 3 models (width 2048 or more, the 1B's wk and wv 512 x 2048 the smallest) take
 # the kernels; the tiny model's (64 or 224 wide), bound by overheads, do not.
@@ -51,10 +51,12 @@ def int8_words():
     return INT8_WORDS or not OWN_ISA_CHECK
 
 
-def word_dtype():
-    """The int8 kernel's words' dtype: float32 in AVX2 code (where ATen loads int32 via the stack), else int32."""
+def words_for(int8):
+    """The dtype of the words the int8 (or bf16) kernel reads its numbers from, or False where it reads each: int8
+    where `int8_words()`, bf16 in AVX2 code alone; float32 in AVX2 code (ATen loads int32 via the stack), else int32."""
     from torch._inductor.cpu_vec_isa import pick_vec_isa
-    return torch.float32 if str(pick_vec_isa()) == "avx2" else torch.int32
+    avx2 = str(pick_vec_isa()) == "avx2"
+    return (int8_words() if int8 else avx2) and (torch.float32 if avx2 else torch.int32)
 
 
 def configure():
@@ -75,7 +77,8 @@ def cpp_compiler():
 def new_kernel(int8, parts=PARTS):
     """A new one-row kernel for int8 (or bf16) weights reading `parts` blocks of rows; it takes `kernel_inputs`."""
     configure()
-    product = (matvec_int8 if int8_words() else matvec_int8_each) if int8 else matvec
+    words = words_for(int8)
+    product = (matvec_int8 if words else matvec_int8_each) if int8 else (matvec_bf16_words if words else matvec)
     if parts != PARTS:
         product = functools.partial(product, parts=parts)
     return _Compiled(product, INT8_OPTIONS if int8 else {})
@@ -108,11 +111,14 @@ def layout(tensors):
 
 
 def kernel_inputs(w, x, words=None):
-    """`w` and one row `x` (dim,) as the kernel takes them. Int8 as words typed `words` (by default `word_dtype()` where
-    `int8_words()`), x split by byte (byte k of word j is entry 4j + k); else wide rows in blocks of columns."""
-    if not isinstance(w, Int8Weight):
-        return in_columns(w, x)[:2]
-    words = int8_words() and word_dtype() if words is None else words
+    """`w` and one row `x` (dim,) as the kernel takes them: as words typed `words` (by default `words_for`), x split
+    by byte (int8: byte k of word j is entry 4j + k) or by half (bf16); else each number as it is. Wide rows in
+    blocks of columns, but for int8 words."""
+    int8 = isinstance(w, Int8Weight)
+    words = words_for(int8) if words is None else words
+    if not int8:
+        return in_columns(w.view(words), x.view(-1, 2).T.contiguous(), per_number=2)[:2] if words else \
+            in_columns(w, x)[:2]
     if words:
         return w.values.view(words), w.scales, x.view(-1, 4).T.contiguous()
     values, x, scales = in_columns(w.values, x, w.scales)
@@ -125,10 +131,12 @@ def kernel(int8):
 
 
 def applies(x, w):
-    """Whether `one_row` has a kernel for `x` times matrix `w`: one row, a real model's matrix size."""
-    if isinstance(w, Int8Weight) and int8_words() and w.group_size % 4:
-        return False  # four int8 numbers to a word: every Llama 3 matrix's rows and groups allow it
-    return x.numel() == x.shape[-1] and w.numel() >= MIN_ELEMENTS and w.shape[1] >= MIN_WIDTH
+    """Whether `one_row` has a kernel for `x` times matrix `w`: one row, a real model's matrix size. Read as words,
+    int8 numbers four to a word and bf16 ones two (a view of the matrix's own rows): all Llama 3 matrices allow it."""
+    int8 = isinstance(w, Int8Weight)
+    odd = w.group_size % 4 if int8 else w.shape[1] % 2 or not w.is_contiguous()
+    fits = x.numel() == x.shape[-1] and w.numel() >= MIN_ELEMENTS and w.shape[1] >= MIN_WIDTH
+    return fits and not (odd and words_for(int8))
 
 
 def _spec(w, x):
@@ -139,18 +147,13 @@ def _spec(w, x):
             "dtype": None if int8 else name(w.dtype), "x": name(x.dtype), "threads": torch.get_num_threads()}
 
 
-def _inputs_like(spec):
-    """Inputs of the spec's shapes and dtypes, uninitialised: compiling needs no weights."""
-    rows, dim = spec["shape"]
+def warm(spec):
+    """Compile the kernel for `spec` into torch.compile's cache, on uninitialised inputs of its shapes and dtypes;
+    whether it worked. Failing with OWN_ISA_CHECK, it tries again with Inductor's own check, and keeps to that."""
+    global OWN_ISA_CHECK, INT8_WORDS
+    (rows, dim), x = spec["shape"], torch.empty(spec["shape"][1], dtype=getattr(torch, spec["x"]))
     w = Int8Weight(torch.empty(rows, dim, dtype=torch.int8), torch.empty(rows, dim // spec["group"])) \
         if spec["int8"] else torch.empty(rows, dim, dtype=getattr(torch, spec["dtype"]))
-    return kernel_inputs(w, torch.empty(dim, dtype=getattr(torch, spec["x"])))
-
-
-def warm(spec):
-    """Compile the kernel for `spec` into torch.compile's cache; whether it worked. Where it fails with
-    OWN_ISA_CHECK, it tries again with Inductor's own check of the CPU, and keeps to that."""
-    global OWN_ISA_CHECK, INT8_WORDS
     torch.set_num_threads(spec["threads"])
     INT8_WORDS = INT8_WORDS if spec["words"] is None else spec["words"]
     _matvec.COLUMNS = spec["columns"] or _matvec.COLUMNS
@@ -158,7 +161,7 @@ def warm(spec):
         OWN_ISA_CHECK = own
         try:
             with torch.inference_mode():
-                new_kernel(spec["int8"])(*_inputs_like(spec))
+                new_kernel(spec["int8"])(*kernel_inputs(w, x))
             return True
         except Exception:  # no C++ compiler, or a platform torch.compile does not support
             torch._dynamo.reset()
@@ -208,10 +211,6 @@ class _Warmer:
                 self.answers[key] = False
         return self.answers.get(key)
 
-    def wait(self):
-        with self.done:
-            self.done.wait_for(lambda: self.asked <= self.answers.keys())
-
 
 def one_row(x, w):
     """`x @ w.T` for one row `x` (..., dim) by a compiled kernel, in x's dtype; None where none applies yet."""
@@ -243,7 +242,7 @@ def one_row(x, w):
         # In inference mode, on a row made in it, whatever mode the caller is in: as the background process compiles.
         outside = not torch.is_inference_mode_enabled()
         with torch.inference_mode():
-            inputs = kernel_inputs(w, x.reshape(-1).clone(), words := int8 and int8_words() and word_dtype())
+            inputs = kernel_inputs(w, x.reshape(-1).clone(), words := words_for(int8))
             out = fn(*inputs)
     except Exception:  # no C++ compiler, or a platform torch.compile does not support
         fn, out = False, None
@@ -273,7 +272,8 @@ def sharing_cores():
 def wait():
     """Wait until the background process has compiled every kernel asked for (the next use loads it)."""
     if _warmer is not None:
-        _warmer.wait()
+        with _warmer.done:
+            _warmer.done.wait_for(lambda: _warmer.asked <= _warmer.answers.keys())
 
 
 def compiled():

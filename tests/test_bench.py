@@ -298,17 +298,21 @@ def test_the_decode_step_benchmark_compares_numbers_of_parts(small_tied_dir, cap
     assert "N = 1 " in printed and f"times the time of {kernels.PARTS} (helpers')" in printed
 
 
-def test_the_decode_step_benchmark_compares_the_int8_kernels_two_forms(small_tied_dir, capsys, fresh_fused):
-    """--compare-int8-forms times the int8 kernel in helpers' form and in the other, taking turns, and leaves
-    helpers' form as it was."""
+@pytest.mark.parametrize("kind", ["int8", "bf16"])
+def test_the_decode_step_benchmark_compares_the_kernels_two_forms(small_tied_dir, capsys, fresh_fused, kind):
+    """--compare-forms (--compare-int8-forms, as it was first named) times the kernel in helpers' form and in the
+    other, taking turns, and leaves helpers' form as it was."""
     from helpers import kernels
 
-    form = kernels.INT8_WORDS
-    load_script("bench/decode_step.py").main([str(small_tied_dir), "--rounds", "2", "--compare-int8-forms"])
+    form = kernels.words_for(kind == "int8")
+    flags = ["--compare-int8-forms"] if kind == "int8" else ["--compare-forms", "--bf16"]
+    load_script("bench/decode_step.py").main([str(small_tied_dir), "--rounds", "2", *flags])
     printed = capsys.readouterr().out
-    assert kernels.INT8_WORDS == form
-    lines = printed.split("the int8 kernel alone, its numbers read:\n")[1].splitlines()
-    assert lines[0].split("  ")[1].strip() == ("four at a time from 32-bit words" if form else "each one as it is")
+    assert kernels.words_for(kind == "int8") == form
+    lines = printed.split(f"the {kind} kernel alone, its numbers read:\n")[1].splitlines()
+    words = {"int8": "four at a time from 32-bit words", "bf16": "two at a time from 32-bit words"}[kind]
+    assert [line.split("  ")[1].strip() for line in lines[:2]] == \
+        ([words, "each one as it is"] if form else ["each one as it is", words])
     assert "helpers' form here" in lines[0] and "times the time of helpers'" in lines[1]
 
 
@@ -316,20 +320,21 @@ def test_the_decode_step_benchmark_compares_the_int8_kernels_two_forms(small_tie
 def test_the_decode_step_benchmark_compares_adding_up_wide_rows_in_blocks_of_columns(small_tied_dir, capsys,
                                                                                     fresh_fused, monkeypatch, kind):
     """--compare-columns times the kernel adding up wide rows in blocks of columns (helpers' way) and whole,
-    taking turns; the small model's rows of 64 and 224 are wide enough with COLUMNS = 16. Words: no blocks."""
+    taking turns; the small model's rows of 64 and 224 are wide enough with COLUMNS = 8, as numbers and as bf16
+    words (32 and 112 a row). Int8 words: no blocks."""
     from helpers import kernels, matvec
 
     monkeypatch.setattr(kernels, "INT8_WORDS", kind == "words")
-    monkeypatch.setattr(matvec, "COLUMNS", 16)
+    monkeypatch.setattr(matvec, "COLUMNS", 8)
     load_script("bench/decode_step.py").main([str(small_tied_dir), "--rounds", "2", "--compare-columns"]
                                              + (["--bf16"] if kind == "bf16" else []))
     printed = capsys.readouterr().out
     if kind == "words":
         assert "--compare-columns: the int8 kernel here reads words" in printed
         return
-    table, compared = printed.split(f"the {kind[:4]} kernel alone on the matrices whose rows it adds up 16 columns at "
+    table, compared = printed.split(f"the {kind[:4]} kernel alone on the matrices whose rows it adds up 8 numbers at "
                                     "a time, and adding up their rows whole:\n")
-    shapes = re.findall(r"^ +(\(\d+, \d+\)) +\d+ ", table, re.MULTILINE)  # the step's matrices, all wider than 32
+    shapes = re.findall(r"^ +(\(\d+, \d+\)) +\d+ ", table, re.MULTILINE)  # the step's matrices, all wide
     assert shapes and [line.split(" calls:")[0].rsplit(" ", 1)[0].strip() for line in compared.splitlines()] == shapes
     assert all("ms in blocks," in line and "ms whole; round by round, whole rows took" in line
                for line in compared.splitlines())
@@ -383,3 +388,71 @@ def test_the_ratios_table_with_a_depth_decodes_after_that_many_positions_in_both
     ratios.llama_cpp_run(tmp_path, tmp_path / "m.gguf", 17, 32, 2)
     assert [command[command.index("-d") + 1] if "-d" in command else None for command in commands] == \
         ["512", "512", None, None]
+
+
+def file_system_of(path):
+    """The type of the file system holding `path`, from /proc/mounts (the longest mount point above it)."""
+    path, best = str(path.resolve()), ("", "")
+    for line in open("/proc/mounts"):
+        point, kind = line.split()[1:3]
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best[0]):
+            best = (point, kind)
+    return best[1]
+
+
+def test_the_ratios_page_cache_tools_take_a_mapped_checkpoint_out_and_see_it_read_back(small_dir):
+    """bench/ratios.py's drop_from_page_cache pages out the checkpoint this process maps, and cached_share sees
+    it gone, then back after a forward pass. In memory-only file systems (tmpfs), the pages cannot leave."""
+    ratios = load_script("bench/ratios.py")
+    model = load_model(small_dir)
+    (path,) = ratios.checkpoint_files(small_dir)
+    assert path.name == "consolidated.00.pth"
+    assert [end - start for start, end in ratios.mapped_ranges(path)] and all(
+        end > start for start, end in ratios.mapped_ranges(path))
+    with torch.inference_mode():
+        forward(model, [1, 2, 3])
+    assert ratios.cached_share(path) == 1.0
+    ratios.drop_from_page_cache(path)
+    stays = file_system_of(path) in ("tmpfs", "ramfs")
+    assert ratios.cached_share(path) == (1.0 if stays else 0.0)
+    with torch.inference_mode():
+        forward(model, [1, 2, 3])  # every matrix read again, from the file
+    assert ratios.cached_share(path) == 1.0
+
+
+def test_the_ratios_turns_start_with_the_other_sides_file_out_of_the_page_cache(small_dir, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """Where the two sides' files do not fit in memory together, llama.cpp's file is dropped before every
+    course warm-up and the course's before every llama.cpp turn; a line reports what stayed cached."""
+    ratios = load_script("bench/ratios.py")
+    events = []
+    monkeypatch.setattr(ratios, "drop_from_page_cache", lambda path: events.append(("drop", path.name)))
+    monkeypatch.setattr(ratios, "cached_share", lambda path: 0.5 if path.suffix == ".gguf" else 1.0)
+    monkeypatch.setattr(ratios, "llama_cpp_run", lambda *args: events.append(("llama.cpp",)) or (1.0, 10.0))
+    real_run = ratios.course_run
+    monkeypatch.setattr(ratios, "course_run", lambda *args: events.append(("course", args[2])) or real_run(*args))
+    model = load_model(small_dir)
+    gguf, course_files = tmp_path / "small-bf16.gguf", ratios.checkpoint_files(small_dir)
+    args = SimpleNamespace(prompt=3, gen=2, depth=0, repetitions=2)
+    rows = ratios.measure(model, gguf, tmp_path, args, [1], {1: 1e9}, compete=course_files)
+    assert events == [("drop", "small-bf16.gguf"), ("course", 2), ("course", 2)] + 2 * [
+        ("drop", "small-bf16.gguf"), ("course", 1), ("course", 2), ("drop", "consolidated.00.pth"), ("llama.cpp",)]
+    assert [peer for _, _, peer, _ in rows] == [[(1.0, 10.0), (1.0, 10.0)]]
+    assert "page cache: 100% of the course's checkpoint at the start of its timed turns, 50% of llama.cpp's file " \
+           "at the end of its turns (lowest)" in capsys.readouterr().out
+    events.clear()  # where they fit, nothing is dropped and no line is printed
+    ratios.measure(model, gguf, tmp_path, args, [1], {1: 1e9})
+    assert not [e for e in events if e[0] == "drop"] and "page cache" not in capsys.readouterr().out
+
+
+def test_the_ratios_files_compete_when_they_and_the_process_exceed_nine_tenths_of_memory(tmp_path, monkeypatch):
+    ratios = load_script("bench/ratios.py")
+    course, gguf = tmp_path / "consolidated.00.pth", tmp_path / "m.gguf"
+    course.write_bytes(b"x" * 3000)
+    gguf.write_bytes(b"x" * 4000)
+    monkeypatch.setattr(ratios.os, "sysconf", lambda name: {"SC_PAGE_SIZE": 1000, "SC_PHYS_PAGES": 10}[name])
+    monkeypatch.setattr(ratios.fit, "status_kib", lambda pid, key: 3)  # 3072 bytes of anonymous memory
+    assert ratios.files_compete([course], gguf)  # 3000 + 4000 + 3072 > 0.9 * 10000
+    monkeypatch.setattr(ratios.fit, "status_kib", lambda pid, key: 1)
+    assert not ratios.files_compete([course], gguf)  # 3000 + 4000 + 1024 < 9000
+    assert not ratios.files_compete([course], None)  # no llama.cpp

@@ -33,10 +33,11 @@ def test_one_row_takes_the_compiled_kernel_and_agrees(fresh_fused):
 
 
 def test_the_bf16_kernel_adds_up_wide_rows_in_blocks_of_columns(fresh_fused, monkeypatch):
-    """Rows wider than 2 * COLUMNS numbers go to the kernel as a view of blocks of columns, nothing copied, with
-    the same result; rows not as wide go whole."""
+    """Rows wider than 2 * COLUMNS numbers go to the kernel (each number as it is) as a view of blocks of columns,
+    nothing copied, with the same result; rows not as wide go whole. (Two numbers to a word: the next test.)"""
     from helpers import matvec
 
+    monkeypatch.setattr(kernels, "words_for", lambda int8: False)
     monkeypatch.setattr(matvec, "COLUMNS", 64)
     w, x = weights_and_row()
     blocks, row = kernels.kernel_inputs(w, x.view(-1))
@@ -49,6 +50,33 @@ def test_the_bf16_kernel_adds_up_wide_rows_in_blocks_of_columns(fresh_fused, mon
     assert kernels.kernel_inputs(w, x.view(-1))[0] is w
     # A matrix whose kernel ran, its inputs now of another layout: not the code built for the first one.
     torch.testing.assert_close(linear(x, w), x @ w.float().T, rtol=1e-5, atol=1e-5)
+
+
+def test_avx2_code_reads_bf16_numbers_two_to_a_float32_word_with_the_same_products(fresh_fused, monkeypatch):
+    """In AVX2 code the bf16 kernel reads 32-bit words typed float32, a view of the matrix (the low half of word j
+    is entry 2j), with x split into the entries each half multiplies; wide rows in blocks of columns of words.
+    Its result is the product, as the kernel reading each number gives it."""
+    import torch._inductor.config as inductor
+
+    from helpers import matvec
+
+    w, x = weights_and_row(dim=512)
+    reference = x @ w.float().T
+    with inductor.patch({"cpp.simdlen": 256}), torch.inference_mode():  # AVX2 code, on any x86 CPU with AVX2
+        assert kernels.words_for(False) is torch.float32
+        words, halves = kernels.kernel_inputs(w, x.view(-1))
+        assert words.dtype is torch.float32 and words.shape == (384, 256) and words.data_ptr() == w.data_ptr()
+        assert torch.equal(halves, torch.stack([x.view(-1)[0::2], x.view(-1)[1::2]]))
+        as_words = kernels.new_kernel(False)(words, halves)
+        monkeypatch.setattr(matvec, "COLUMNS", 64)  # 256 words a row: blocks of 64 numbers, 32 words
+        blocks, block_halves = kernels.kernel_inputs(w, x.view(-1))
+        assert blocks.shape == (384, 8, 32) and block_halves.shape == (2, 8, 32) and blocks.data_ptr() == w.data_ptr()
+        in_blocks = kernels.new_kernel(False)(blocks, block_halves)
+        monkeypatch.setattr(kernels, "words_for", lambda int8: False)  # the form that reads each number
+        each = kernels.new_kernel(False)(*kernels.kernel_inputs(w, x.view(-1)))
+    for out in (as_words, in_blocks, each):
+        torch.testing.assert_close(out, reference.view(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(as_words, each, rtol=1e-5, atol=1e-5)
 
 
 def test_without_a_compiler_the_block_path_takes_over(fresh_fused, monkeypatch):
@@ -223,7 +251,7 @@ def test_assert_close_allows_rounding_and_refuses_mistakes(fresh_fused):
 
 def takes_the_one_row_kernel(shape):
     """Whether one row times a bf16 matrix of `shape` has a compiled kernel (not run here)."""
-    w = torch.zeros((), dtype=torch.bfloat16).expand(shape)  # the shape without the memory
+    w = torch.empty(shape, dtype=torch.bfloat16)  # never written: no memory is touched
     return kernels.applies(torch.zeros(1, shape[1]), w)
 
 

@@ -97,14 +97,14 @@ def test_one_row_kernel_and_block_path_equal_float32_on_the_dequantised_weights(
 
 def test_avx2_code_gets_the_int8_words_typed_float32_and_both_types_give_the_same_sums(fresh_fused, monkeypatch):
     """ATen's AVX2 code loads a vector of int32 through the stack (two stores and a reload that cannot be forwarded)
-    and a vector of float32 straight into a register; the kernel takes the same bytes either way (`word_dtype`)."""
+    and a vector of float32 straight into a register; the kernel takes the same bytes either way (`words_for`)."""
     import torch._inductor.config as inductor
 
     monkeypatch.setattr(kernels, "INT8_WORDS", True)
     q = quantize_int8(a_matrix(rows=384), 32)
     x = torch.randn(256, generator=torch.Generator().manual_seed(1))
     with inductor.patch({"cpp.simdlen": 256}), torch.inference_mode():  # AVX2 code, on any x86 CPU with AVX2
-        assert kernels.word_dtype() is torch.float32 and kernels.kernel_inputs(q, x)[0].dtype is torch.float32
+        assert kernels.words_for(True) is torch.float32 and kernels.kernel_inputs(q, x)[0].dtype is torch.float32
         assert kernels.kernel_inputs(q, x)[0].data_ptr() == q.values.data_ptr()  # a view: nothing copied
         kernel = kernels.new_kernel(True)
         as_floats = kernel(*kernels.kernel_inputs(q, x, torch.float32))
