@@ -134,7 +134,7 @@ def applies(x, w):
     """Whether `one_row` has a kernel for `x` times matrix `w`: one row, a real model's matrix size. Read as words,
     int8 numbers four to a word and bf16 ones two (a view of the matrix's own rows): all Llama 3 matrices allow it."""
     int8 = isinstance(w, Int8Weight)
-    odd = w.group_size % 4 if int8 else w.shape[1] % 2 or not w.is_contiguous()
+    odd = w.group_size % 4 if int8 else w.shape[1] % 2 or w.storage_offset() % 2 or not w.is_contiguous()
     fits = x.numel() == x.shape[-1] and w.numel() >= MIN_ELEMENTS and w.shape[1] >= MIN_WIDTH
     return fits and not (odd and words_for(int8))
 

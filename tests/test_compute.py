@@ -64,6 +64,9 @@ def test_avx2_code_reads_bf16_numbers_two_to_a_float32_word_with_the_same_produc
     reference = x @ w.float().T
     with inductor.patch({"cpp.simdlen": 256}), torch.inference_mode():  # AVX2 code, on any x86 CPU with AVX2
         assert kernels.words_for(False) is torch.float32
+        shifted = torch.empty(384 * 512 + 1, dtype=torch.bfloat16)[1:].view(384, 512)  # words would straddle two
+        assert kernels.applies(x, w) and not kernels.applies(x, shifted) and not kernels.applies(x, w[:, :511])
+        assert not kernels.applies(x[:, :384], w.T)  # not its own rows: the block path
         words, halves = kernels.kernel_inputs(w, x.view(-1))
         assert words.dtype is torch.float32 and words.shape == (384, 256) and words.data_ptr() == w.data_ptr()
         assert torch.equal(halves, torch.stack([x.view(-1)[0::2], x.view(-1)[1::2]]))
