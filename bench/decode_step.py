@@ -19,6 +19,10 @@ a layer, not 7. This prints, each the median of --rounds runs:
   when the arithmetic costs next to nothing;
 - the same step with every product replaced by zeros of its shape: what is not a matrix product
   (norms, RoPE, attention, the cache, the checks);
+- the same step with each `linear` and `linear_each` call timed inside it, taking turns with the products
+  alone: the products' time there against alone, and the rest (which the step without products counts
+  short: it leaves out `linear`'s own Python, and its small operations find their data in the CPU's
+  caches, which the products do not leave them);
 - one call of the same compiled kernel on a matrix of 8 rows: what a call costs beyond its
   arithmetic (Inductor's Python wrapper, starting the threads), and the same call through
   torch.compile's checks of its inputs, which helpers/kernels.py skips once a kernel is built;
@@ -81,6 +85,30 @@ def parts_list(text):
     if not parts or min(parts) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive whole numbers such as 1,2,8")
     return parts
+
+
+@contextmanager
+def products_timed(took):
+    """`linear` and `linear_each` as the attention and the transformer block call them, each call's seconds
+    added to `took[0]`."""
+    modules = [sys.modules["helpers.attention"], sys.modules["helpers.transformer"]]
+
+    def timed(product):
+        def call(*args):
+            start = time.perf_counter()
+            try:
+                return product(*args)
+            finally:
+                took[0] += time.perf_counter() - start
+        return call
+
+    for module in modules:
+        module.linear, module.linear_each = timed(linear), timed(linear_each)
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.linear, module.linear_each = linear, linear_each
 
 
 @contextmanager
@@ -149,7 +177,7 @@ def main(argv=None):
             w.sum(-1)
 
     ids = model.tokenizer.encode_prompt(PROMPT)
-    cache = KVCache(model.params, len(ids) + 4 * args.rounds + 2)
+    cache = KVCache(model.params, len(ids) + 5 * args.rounds + 2)
     # An 8-row matrix would take the block path in `linear`: the compiled kernel is called directly.
     small, small_x = torch.randn(8, matrices[0].shape[1]).to(torch.bfloat16), torch.randn(matrices[0].shape[1])
     with torch.inference_mode():
@@ -170,7 +198,13 @@ def main(argv=None):
 
         steps = [(step(), step(quick=False)) for _ in range(args.rounds)]
         step_s, whole_path_s = (statistics.median(column) for column in zip(*steps, strict=True))
-        rounds = [(seconds(products), seconds(row_sums)) for _ in range(args.rounds)]
+        def timed_step():
+            """(the step, its products) with each product timed inside it."""
+            took = [0.0]
+            with products_timed(took):
+                return seconds(lambda: forward(model, [ids[-1]], cache)), took[0]
+
+        rounds = [(seconds(products), seconds(row_sums), timed_step()) for _ in range(args.rounds)]
         with products_skipped():
             rest_s = statistics.median(seconds(lambda: forward(model, [ids[-1]], cache)) for _ in range(args.rounds))
         # The compiled kernel, if this model's matrices took it (not a model too small, nor without a compiler).
@@ -203,7 +237,8 @@ def main(argv=None):
         if columns:
             by_columns = compare_columns(compiled, matrices, inputs, args.rounds)
 
-    products_s, sums_s = (statistics.median(column) for column in zip(*rounds, strict=True))
+    products_s, sums_s = (statistics.median(round_[i] for round_ in rounds) for i in (0, 1))
+    inside = [round_[2] for round_ in rounds]
     total_bytes = sum(nbytes(w) for w in matrices)
     p = model.params
     print(f"{args.model_dir}: dim {p.dim}, {p.n_layers} layers; {kind} matrices, {total_bytes / 1e9:.2f} GB read "
@@ -223,6 +258,12 @@ def main(argv=None):
     print(f"decode step:                        {step_s * 1e3:6.1f} ms ({1 / step_s:.2f} tokens/s)")
     print(f"  its matrix products:              {products_s * 1e3:6.1f} ms ({total_bytes / products_s / 1e9:.1f} GB/s)")
     print(f"  the step without them:            {rest_s * 1e3:6.1f} ms")
+    timed_s, in_step_s = (statistics.median(column) for column in zip(*inside, strict=True))
+    rest_in_step_s = statistics.median(step - products for step, products in inside)
+    print(f"the step with its products timed inside it: {timed_s * 1e3:.1f} ms, {in_step_s * 1e3:.1f} ms of them in "
+          f"products, {rest_in_step_s * 1e3:.1f} ms in the rest; round by round, the products inside it took "
+          f"{statistics.median(round_[2][1] / round_[0] for round_ in rounds):.2f} times "
+          "their time alone")
     print(f"the same bytes read by row sums:    {sums_s * 1e3:6.1f} ms ({total_bytes / sums_s / 1e9:.1f} GB/s)")
     if compiled:
         quick = statistics.median(a / b for a, b in steps)

@@ -284,6 +284,11 @@ def test_the_decode_step_benchmark_times_every_product_of_a_step(small_tied_dir,
     for figure in ("decode step:", "its matrix products:", "the step without them:", "the same bytes read by row sums:",
                    "no compiled kernel"):  # these small matrices take the block path
         assert figure in printed
+    step, products, rest = (float(ms) for ms in re.search(
+        r"the step with its products timed inside it: ([\d.]+) ms, ([\d.]+) ms of them in products, ([\d.]+) ms in "
+        r"the rest", printed).groups())
+    assert 0 < products < step and 0 < rest < step  # every product of the step timed, each within it
+    assert re.search(r"in the rest; round by round, the products inside it took [\d.]+ times their time alone", printed)
 
 
 def test_the_decode_step_benchmark_compares_numbers_of_parts(small_tied_dir, capsys, fresh_fused):
