@@ -24,8 +24,9 @@ much of each file was cached at its turns.
 
 The memory-read limit: the same run reads a large tensor through torch (the best of --reads passes of
 a float32 `sum`, a float32 `amax` and a bfloat16 `sum`, the fastest full reads PyTorch gave here, at
-each thread count); the weights a decoded token must read, divided by that rate,
-is the shortest time a token can take. Each speed is printed as a fraction of it.
+each thread count), once at the start and again before each turn, since a shared host's rate can move
+during a run; the weights a decoded token must read, divided by the rate measured before the turn, is
+the shortest time a token can take. Each speed is printed as a fraction of it.
 
 llama.cpp comes from bench/llama_cpp.py: its build in --work is reused (this script never builds),
 and its GGUF files are reused or written there. Without a build, the course's side is printed alone,
@@ -215,13 +216,13 @@ def peer_turns(bin_dir, gguf, args, threads, compete):
     return {n: [peer_turn(bin_dir, gguf, args, n, compete) for _ in range(args.repetitions)] for n in threads}
 
 
-def measure(model, gguf, bin_dir, args, threads, rates, peer_done=None, compete=()):
+def measure(model, gguf, bin_dir, args, threads, peer_done=None, compete=()):
     """The table's rows for one model and weight type, the course and llama.cpp taking turns (or with
     llama.cpp's turns already taken, `peer_done`). Where the course's files `compete` with llama.cpp's for
     memory, each side's turn starts with the other's file out of the page cache, and a line says how much
     of each side's file was cached at its turns."""
     tokens = prompt_tokens(model, args.prompt)
-    rows, course_cached = [], []
+    rows, course_cached, turn_rates = [], [], []
     from_file = not isinstance(model.layer(0)["wq"], Int8Weight)  # int8 matrices are in memory, not in the file
     peer_cached = [share for n in threads for _, share in (peer_done or {}).get(n, [])]
     for n in threads:
@@ -233,7 +234,9 @@ def measure(model, gguf, bin_dir, args, threads, rates, peer_done=None, compete=
         course_run(model, tokens, 2)  # ... and loaded
         course, peer = [], [result for result, _ in peer_done[n]] if peer_done else []
         taking_turns = bin_dir is not None and peer_done is None
+        rates = []  # the read rate before each turn: the host's may move during a run
         for _ in range(args.repetitions):
+            rates.append(read_rate(n, args.reads, args.read_mib << 20))  # before the warm-up: its memory is freed
             torch.set_num_threads(n)
             if taking_turns:  # llama.cpp's files may have pushed the course's out of the page cache:
                 if compete:
@@ -246,7 +249,9 @@ def measure(model, gguf, bin_dir, args, threads, rates, peer_done=None, compete=
                 result, share = peer_turn(bin_dir, gguf, args, n, compete)
                 peer.append(result)
                 peer_cached.append(share)
-        rows.append((n, course, peer, rates[n]))
+        rows.append((n, course, peer, rates))
+        turn_rates += rates
+    say(f"  read rate before each turn: {spread([rate / 1e9 for rate in turn_rates], '{:.1f}')} GB/s")
     if compete:
         course_share = f"{min(course_cached):.0%} of the course's checkpoint at the start of its timed turns, " \
             if from_file else ""
@@ -256,18 +261,19 @@ def measure(model, gguf, bin_dir, args, threads, rates, peer_done=None, compete=
 
 
 def print_rows(label, kind, rows, course_bytes, peer_bytes, args):
-    for n, course, peer, rate in rows:
+    for n, course, peer, rates in rows:
         after = f" after {args.depth}" if args.depth else ""
         for i, (what, unit, fmt) in enumerate([(f"prefill {args.prompt}{after}", "s", "{:.2f}"),
                                                (f"decode {args.gen}{after}", "tokens/s", "{:.2f}")]):
             mine = [c[i] for c in course]
             theirs = [p[i] for p in peer]
             ratios = [None if t is None else (t / m if i == 0 else m / t) for m, t in zip(mine, theirs, strict=False)]
-            # The limit: the weights read once, at the measured rate (a time for prefill, a speed for decode).
-            bound = course_bytes / rate if i == 0 else rate / course_bytes
-            bound_peer = peer_bytes / rate if i == 0 else rate / peer_bytes
-            of_limit = [bound / m if i == 0 else m / bound for m in mine]
-            of_limit_peer = [None if t is None else (bound_peer / t if i == 0 else t / bound_peer) for t in theirs]
+            # The limit: the weights read once at the rate measured before the turn (a time for prefill, a speed
+            # for decode); llama.cpp's turns measured apart (--apart) take the course's turns' rates in order.
+            of_limit = [(course_bytes / rate) / m if i == 0 else m / (rate / course_bytes)
+                        for m, rate in zip(mine, rates, strict=False)]
+            of_limit_peer = [None if t is None else (peer_bytes / rate) / t if i == 0 else t / (rate / peer_bytes)
+                             for t, rate in zip(theirs, rates, strict=False)]
             say(f"| {label} | {kind} | {n} | {what} ({unit}) | {spread(mine, fmt)} | "
                 f"{spread(theirs, fmt) if peer else 'not built'} | {spread(ratios, '{:.2f}')} | "
                 f"{spread(of_limit, '{:.2f}')} | {spread(of_limit_peer, '{:.2f}')} |")
@@ -345,7 +351,7 @@ def main(argv=None):
             anon = (fit.status_kib("self", "RssAnon") or 0) * 1024 / 1e9  # 0 off Linux
             say(f"Measuring {label}, {kind}: {course_bytes / 1e9:.2f} GB of matrices a token; the process holds "
                 f"{anon:.2f} GB of anonymous memory ...")
-            rows = measure(course_model, gguf, bin_dir, args, threads, rates, peer_done, compete)
+            rows = measure(course_model, gguf, bin_dir, args, threads, peer_done, compete)
             table.append((label, {"bf16": "bf16", "int8": "int8 / Q8_0", "int8x8": "int8, x in int8 / Q8_0"}[kind],
                           rows, course_bytes, peer_bytes))
             del course_model
