@@ -21,8 +21,8 @@ a layer, not 7. This prints, each the median of --rounds runs:
   (norms, RoPE, attention, the cache, the checks);
 - the same step with each `linear` and `linear_each` call timed inside it, taking turns with the products
   alone: the products' time there against alone, and the rest (which the step without products counts
-  short: it leaves out `linear`'s own Python, and its small operations find their data in the CPU's
-  caches, which the products do not leave them);
+  short: it leaves out `linear`'s own Python, and its small operations may find their data still in the
+  CPU's caches, which the products would not leave);
 - one call of the same compiled kernel on a matrix of 8 rows: what a call costs beyond its
   arithmetic (Inductor's Python wrapper, starting the threads), and the same call through
   torch.compile's checks of its inputs, which helpers/kernels.py skips once a kernel is built;
