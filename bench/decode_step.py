@@ -88,11 +88,21 @@ def parts_list(text):
 
 
 @contextmanager
-def products_timed(took):
-    """`linear` and `linear_each` as the attention and the transformer block call them, each call's seconds
-    added to `took[0]`."""
+def products_replaced(product, product_each):
+    """`linear` and `linear_each` replaced by `product` and `product_each` where the attention and the transformer
+    block call them."""
     modules = [sys.modules["helpers.attention"], sys.modules["helpers.transformer"]]
+    for module in modules:
+        module.linear, module.linear_each = product, product_each
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.linear, module.linear_each = linear, linear_each
 
+
+def products_timed(took):
+    """The step's products as they are, each call's seconds added to `took[0]`."""
     def timed(product):
         def call(*args):
             start = time.perf_counter()
@@ -102,31 +112,15 @@ def products_timed(took):
                 took[0] += time.perf_counter() - start
         return call
 
-    for module in modules:
-        module.linear, module.linear_each = timed(linear), timed(linear_each)
-    try:
-        yield
-    finally:
-        for module in modules:
-            module.linear, module.linear_each = linear, linear_each
+    return products_replaced(timed(linear), timed(linear_each))
 
 
-@contextmanager
 def products_skipped():
-    """`linear` and `linear_each` as the attention and the transformer block call them, returning zeros of each
-    product's shape."""
-    modules = [sys.modules["helpers.attention"], sys.modules["helpers.transformer"]]
-
+    """The step's products replaced by zeros of each product's shape."""
     def zeros(x, w):
         return x.new_zeros(*x.shape[:-1], w.shape[0])
 
-    for module in modules:
-        module.linear, module.linear_each = zeros, lambda x, *ws: [zeros(x, w) for w in ws]
-    try:
-        yield
-    finally:
-        for module in modules:
-            module.linear, module.linear_each = linear, linear_each
+    return products_replaced(zeros, lambda x, *ws: [zeros(x, w) for w in ws])
 
 
 def seconds(fn):
