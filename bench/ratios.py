@@ -1,4 +1,4 @@
-"""The course against llama.cpp and against the memory-read limit, in one run, on the same checkpoints.
+"""The course against llama.cpp and against the machine's limits, in one run, on the same checkpoints.
 
     .venv/bin/python scripts/write_synthetic_checkpoint.py /tmp/llama3-1b --shape 3.2-1b
     .venv/bin/python scripts/write_synthetic_checkpoint.py /tmp/llama3-8b --shape 3-8b
@@ -26,7 +26,15 @@ The memory-read limit: the same run reads a large tensor through torch (the best
 a float32 `sum`, a float32 `amax` and a bfloat16 `sum`, the fastest full reads PyTorch gave here, at
 each thread count), once at the start and again before each turn, since a shared host's rate can move
 during a run; the weights a decoded token must read, divided by the rate measured before the turn, is
-the shortest time a token can take. Each speed is printed as a fraction of it.
+the shortest time a token can take. Each decoding speed is printed as a fraction of it.
+
+A prompt is bound by arithmetic rather than by memory (17 products for each weight read), so its limit is
+another: the same run times a float32 product of two --product-size × --product-size matrices by `@` (the
+best of --products), the fastest kind of product PyTorch's libraries make, once at the start and again
+before each turn; the prompt's multiply-adds in the matrices (every layer's for each token, the output
+layer's for the last one), at that rate, is the shortest time the prompt can take in float32. Each prompt
+time is printed as a fraction of it. llama.cpp, which rounds the activations (to bf16 or to 8 bits) and
+multiplies in narrower numbers where the CPU has instructions for them, can go past 1 there.
 
 llama.cpp comes from bench/llama_cpp.py: its build in --work is reused (this script never builds),
 and its GGUF files are reused or written there. Without a build, the course's side is printed alone,
@@ -49,6 +57,7 @@ import torch
 
 from helpers import KVCache, forward, kernels, load_model, quantize_model, weight_bytes
 from helpers.int8 import Int8Weight
+from helpers.params import is_matrix
 
 HERE = Path(__file__).resolve().parent
 PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
@@ -65,6 +74,27 @@ def bench_module(name):
 llama_cpp = bench_module("llama_cpp")
 fit = bench_module("fit")
 say = llama_cpp.say
+
+
+def product_rate(threads, products=5, size=2048):
+    """The machine's float32 arithmetic rate in floating-point operations a second with `threads` threads: the best
+    of `products` products of two `size` × `size` float32 matrices by `@`."""
+    torch.set_num_threads(threads)
+    a = torch.randn(size, size)
+    a @ a  # its first call
+    best = float("inf")
+    for _ in range(products):
+        started = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+def prompt_operations(model, length):
+    """Floating-point operations of a prompt of `length` tokens in the matrices: a multiply and an add for each
+    weight of every layer's matrices, for each token, and of the output layer for the last token alone."""
+    numbers = {name: w.numel() for name, w in model.weights.items() if is_matrix(name)}
+    return 2 * (length * (sum(numbers.values()) - numbers["output.weight"]) + numbers["output.weight"])
 
 
 def read_rate(threads, reads=5, size=1 << 30):
@@ -222,7 +252,7 @@ def measure(model, gguf, bin_dir, args, threads, peer_done=None, compete=()):
     memory, each side's turn starts with the other's file out of the page cache, and a line says how much
     of each side's file was cached at its turns."""
     tokens = prompt_tokens(model, args.prompt)
-    rows, course_cached, turn_rates = [], [], []
+    rows, course_cached, turn_rates, turn_products = [], [], [], []
     from_file = not isinstance(model.layer(0)["wq"], Int8Weight)  # int8 matrices are in memory, not in the file
     peer_cached = [share for n in threads for _, share in (peer_done or {}).get(n, [])]
     for n in threads:
@@ -234,9 +264,10 @@ def measure(model, gguf, bin_dir, args, threads, peer_done=None, compete=()):
         course_run(model, tokens, 2)  # ... and loaded
         course, peer = [], [result for result, _ in peer_done[n]] if peer_done else []
         taking_turns = bin_dir is not None and peer_done is None
-        rates = []  # the read rate before each turn: the host's may move during a run
+        rates, products = [], []  # the read and product rates before each turn: a shared host's move during a run
         for _ in range(args.repetitions):
             rates.append(read_rate(n, args.reads, args.read_mib << 20))  # before the warm-up: its memory is freed
+            products.append(product_rate(n, args.products, args.product_size))
             torch.set_num_threads(n)
             if taking_turns:  # llama.cpp's files may have pushed the course's out of the page cache:
                 if compete:
@@ -249,9 +280,11 @@ def measure(model, gguf, bin_dir, args, threads, peer_done=None, compete=()):
                 result, share = peer_turn(bin_dir, gguf, args, n, compete)
                 peer.append(result)
                 peer_cached.append(share)
-        rows.append((n, course, peer, rates))
+        rows.append((n, course, peer, rates, products))
         turn_rates += rates
-    say(f"  read rate before each turn: {spread([rate / 1e9 for rate in turn_rates], '{:.1f}')} GB/s")
+        turn_products += products
+    say(f"  read rate before each turn: {spread([rate / 1e9 for rate in turn_rates], '{:.1f}')} GB/s; float32 "
+        f"product rate: {spread([rate / 1e9 for rate in turn_products], '{:.0f}')} GFLOPS")
     if compete:
         course_share = f"{min(course_cached):.0%} of the course's checkpoint at the start of its timed turns, " \
             if from_file else ""
@@ -260,20 +293,25 @@ def measure(model, gguf, bin_dir, args, threads, peer_done=None, compete=()):
     return rows
 
 
-def print_rows(label, kind, rows, course_bytes, peer_bytes, args):
-    for n, course, peer, rates in rows:
+def print_rows(label, kind, rows, course_bytes, peer_bytes, operations, args):
+    for n, course, peer, rates, products in rows:
         after = f" after {args.depth}" if args.depth else ""
         for i, (what, unit, fmt) in enumerate([(f"prefill {args.prompt}{after}", "s", "{:.2f}"),
                                                (f"decode {args.gen}{after}", "tokens/s", "{:.2f}")]):
             mine = [c[i] for c in course]
             theirs = [p[i] for p in peer]
             ratios = [None if t is None else (t / m if i == 0 else m / t) for m, t in zip(mine, theirs, strict=False)]
-            # The limit: the weights read once at the rate measured before the turn (a time for prefill, a speed
-            # for decode); llama.cpp's turns measured apart (--apart) take the course's turns' rates in order.
-            of_limit = [(course_bytes / rate) / m if i == 0 else m / (rate / course_bytes)
-                        for m, rate in zip(mine, rates, strict=False)]
-            of_limit_peer = [None if t is None else (peer_bytes / rate) / t if i == 0 else t / (rate / peer_bytes)
-                             for t, rate in zip(theirs, rates, strict=False)]
+            # The limit, at the rates measured before the turn: the prompt's operations at the float32 product
+            # rate (a time), or the weights read once (a speed); llama.cpp's turns measured apart (--apart) take
+            # the course's turns' rates in order.
+            if i == 0:
+                of_limit = [operations / product / m for m, product in zip(mine, products, strict=False)]
+                of_limit_peer = [None if t is None else operations / product / t
+                                 for t, product in zip(theirs, products, strict=False)]
+            else:
+                of_limit = [m / (rate / course_bytes) for m, rate in zip(mine, rates, strict=False)]
+                of_limit_peer = [None if t is None else t / (rate / peer_bytes)
+                                 for t, rate in zip(theirs, rates, strict=False)]
             say(f"| {label} | {kind} | {n} | {what} ({unit}) | {spread(mine, fmt)} | "
                 f"{spread(theirs, fmt) if peer else 'not built'} | {spread(ratios, '{:.2f}')} | "
                 f"{spread(of_limit, '{:.2f}')} | {spread(of_limit_peer, '{:.2f}')} |")
@@ -306,6 +344,10 @@ def main(argv=None):
     parser.add_argument("--reads", type=int, default=5, help="reads to measure the read rate (default 5)")
     parser.add_argument("--read-mib", type=int, default=1024,
                         help="MiB each read takes, far more than the CPU's caches (default 1024)")
+    parser.add_argument("--products", type=int, default=5,
+                        help="float32 products to measure the arithmetic rate (default 5)")
+    parser.add_argument("--product-size", type=int, default=2048,
+                        help="rows and columns of the square matrices multiplied (default 2048)")
     parser.add_argument("--apart", action="store_true",
                         help="llama.cpp's turns first, before the course quantises: for a machine whose memory "
                              "cannot hold the course's int8 model and llama.cpp's file at once")
@@ -329,6 +371,10 @@ def main(argv=None):
     measured = ", ".join(f"{rates[n] / 1e9:.1f} GB/s with {n} thread{'s' * (n > 1)}" for n in threads)
     say(f"Read rate (best of {args.reads} passes of float32 sum and amax and bfloat16 sum over {args.read_mib} MiB "
         f"through torch): {measured}")
+    products = {n: product_rate(n, args.products, args.product_size) for n in threads}
+    measured = ", ".join(f"{products[n] / 1e9:.0f} GFLOPS with {n} thread{'s' * (n > 1)}" for n in threads)
+    say(f"Float32 product rate (best of {args.products} products of two {args.product_size} × {args.product_size} "
+        f"matrices by @): {measured}")
 
     table = []
     for model_dir in args.model_dirs:
@@ -353,19 +399,20 @@ def main(argv=None):
                 f"{anon:.2f} GB of anonymous memory ...")
             rows = measure(course_model, gguf, bin_dir, args, threads, peer_done, compete)
             table.append((label, {"bf16": "bf16", "int8": "int8 / Q8_0", "int8x8": "int8, x in int8 / Q8_0"}[kind],
-                          rows, course_bytes, peer_bytes))
+                          rows, course_bytes, peer_bytes, prompt_operations(course_model, args.prompt)))
             del course_model
         del model
 
     say()
     say(f"Course ÷ llama.cpp: speed over speed, above 1 where the course is faster (for the prompt, llama.cpp's time "
-        f"over the course's); median of {args.repetitions} turns (lowest-highest). ÷ limit: the fraction of the "
-        "memory-read limit reached.")
+        f"over the course's); median of {args.repetitions} turns (lowest-highest). ÷ limit: the fraction reached of "
+        "the float32 arithmetic limit for a prompt (its multiply-adds at the product rate), of the memory-read limit "
+        "for decoding (the weights read once at the read rate).")
     say("| model | weights | threads | what | course | llama.cpp | course ÷ llama.cpp | course ÷ limit | "
         "llama.cpp ÷ limit |")
     say("|---|---|---|---|---|---|---|---|---|")
-    for label, kind, rows, course_bytes, peer_bytes in table:
-        print_rows(label, kind, rows, course_bytes, peer_bytes, args)
+    for label, kind, rows, course_bytes, peer_bytes, operations in table:
+        print_rows(label, kind, rows, course_bytes, peer_bytes, operations, args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import helpers.compute
-from helpers import SHAPES, expected_shapes, forward, linear, load_model, params_from_dict
+from helpers import SHAPES, expected_shapes, forward, linear, load_model, params_from_dict, quantize_model
 from helpers.params import DEFAULT_SHAPE, LLAMA3_8B_PARAMS, checkpoint_bytes
 
 from conftest import load_script
@@ -356,10 +356,11 @@ def test_the_ratios_table_prints_the_course_alone_where_llama_cpp_is_not_built(s
     """bench/ratios.py on a small model with no llama.cpp build: the course's side, and a line saying so."""
     ratios = load_script("bench/ratios.py")
     ratios.main([str(small_dir), "--work", str(tmp_path), "--threads", "1", "--repetitions", "2", "--gen", "2",
-                 "--prompt", "5", "--reads", "1", "--read-mib", "8"])
+                 "--prompt", "5", "--reads", "1", "--read-mib", "8", "--products", "1", "--product-size", "64"])
     printed = capsys.readouterr().out
     assert "llama.cpp is not built in" in printed and "Machine: " in printed
     assert "Read rate (best of 1 passes of float32 sum and amax and bfloat16 sum over 8 MiB through torch): " in printed
+    assert "Float32 product rate (best of 1 products of two 64 × 64 matrices by @): " in printed
     rows = [line for line in printed.splitlines() if line.startswith("| small (2 layers, dim 64) |")]
     assert len(rows) == 6  # bf16, int8 and int8 with int8 activations; prefill and decode; one thread
     assert all("| not built | - |" in row for row in rows)
@@ -367,6 +368,18 @@ def test_the_ratios_table_prints_the_course_alone_where_llama_cpp_is_not_built(s
         ["bf16", "1", "prefill 5 (s)"], ["bf16", "1", "decode 2 (tokens/s)"],
         ["int8 / Q8_0", "1", "prefill 5 (s)"], ["int8 / Q8_0", "1", "decode 2 (tokens/s)"],
         ["int8, x in int8 / Q8_0", "1", "prefill 5 (s)"], ["int8, x in int8 / Q8_0", "1", "decode 2 (tokens/s)"]]
+
+
+def test_the_ratios_prompt_limit_counts_every_layer_matrix_for_each_token_and_the_output_layer_once(small_dir):
+    """bench/ratios.py's prompt operations, against the count from params.json's numbers."""
+    ratios = load_script("bench/ratios.py")
+    model = load_model(small_dir, verbose=False)
+    p = model.params
+    head_dim = p.dim // p.n_heads
+    layer = 2 * p.dim * p.n_heads * head_dim + 2 * p.dim * p.n_kv_heads * head_dim + 3 * p.dim * p.hidden_dim
+    expected = 2 * (5 * p.n_layers * layer + p.vocab_size * p.dim)
+    assert ratios.prompt_operations(model, 5) == expected
+    assert ratios.prompt_operations(quantize_model(model), 5) == expected
 
 
 def test_the_ratios_table_with_a_depth_decodes_after_that_many_positions_in_both(small_dir, tmp_path, capsys,
@@ -439,21 +452,24 @@ def test_the_ratios_turns_start_with_the_other_sides_file_out_of_the_page_cache(
     monkeypatch.setattr(ratios, "course_run", lambda *args: events.append(("course", args[2])) or real_run(*args))
     model = load_model(small_dir)
     gguf, course_files = tmp_path / "small-bf16.gguf", ratios.checkpoint_files(small_dir)
-    args = SimpleNamespace(prompt=3, gen=2, depth=0, repetitions=2, reads=1, read_mib=8)
-    rates = iter([2e9, 3e9])
+    args = SimpleNamespace(prompt=3, gen=2, depth=0, repetitions=2, reads=1, read_mib=8, products=1, product_size=8)
+    rates, products = iter([2e9, 3e9]), iter([50e9, 70e9])
     monkeypatch.setattr(ratios, "read_rate", lambda threads, reads, size: events.append(("rate",)) or next(rates))
+    monkeypatch.setattr(ratios, "product_rate",
+                        lambda threads, count, size: events.append(("product",)) or next(products))
     rows = ratios.measure(model, gguf, tmp_path, args, [1], compete=course_files)
     assert events == [("drop", "small-bf16.gguf"), ("course", 2), ("course", 2)] + 2 * [
-        ("rate",), ("drop", "small-bf16.gguf"), ("course", 1), ("course", 2), ("drop", "consolidated.00.pth"),
-        ("llama.cpp",)]
-    assert [peer for _, _, peer, _ in rows] == [[(1.0, 10.0), (1.0, 10.0)]]
-    assert [rates for _, _, _, rates in rows] == [[2e9, 3e9]]  # the rate measured before each turn
+        ("rate",), ("product",), ("drop", "small-bf16.gguf"), ("course", 1), ("course", 2),
+        ("drop", "consolidated.00.pth"), ("llama.cpp",)]
+    assert [peer for _, _, peer, _, _ in rows] == [[(1.0, 10.0), (1.0, 10.0)]]
+    # the rates measured before each turn
+    assert [(rates, products) for _, _, _, rates, products in rows] == [([2e9, 3e9], [50e9, 70e9])]
     printed = capsys.readouterr().out
-    assert "read rate before each turn: 2.5 (2.0-3.0) GB/s" in printed
+    assert "read rate before each turn: 2.5 (2.0-3.0) GB/s; float32 product rate: 60 (50-70) GFLOPS" in printed
     assert "page cache: 100% of the course's checkpoint at the start of its timed turns, 50% of llama.cpp's file " \
            "at the end of its turns (lowest)" in printed
     events.clear()  # where they fit, nothing is dropped and no line is printed
-    rates = iter([2e9, 3e9])
+    rates, products = iter([2e9, 3e9]), iter([50e9, 70e9])
     ratios.measure(model, gguf, tmp_path, args, [1])
     assert not [e for e in events if e[0] == "drop"] and "page cache" not in capsys.readouterr().out
 
@@ -471,11 +487,13 @@ def test_the_ratios_files_compete_when_they_and_the_process_exceed_nine_tenths_o
     assert not ratios.files_compete([course], None)  # no llama.cpp
 
 
-def test_the_ratios_limit_of_each_turn_takes_the_read_rate_measured_before_it(capsys):
-    """1 GB a token: 10 tokens/s at 2 GB/s and 20 at 4 GB/s are both 5 times the limit; a 1-second prompt is
-    0.5 and 0.25 of it."""
+def test_the_ratios_limit_of_each_turn_takes_the_rates_measured_before_it(capsys):
+    """1 GB a token: 10 tokens/s at 2 GB/s and 20 at 4 GB/s are both 5 times the limit. A prompt of 100 GFLOP
+    in 1 second, at 50 and 200 GFLOPS: 2 and 0.5 times its limit, and llama.cpp's, in 2 seconds, 1 and 0.25."""
     ratios = load_script("bench/ratios.py")
     args = SimpleNamespace(prompt=17, gen=32, depth=0)
-    ratios.print_rows("m", "bf16", [(2, [(1.0, 10.0), (1.0, 20.0)], [], [2e9, 4e9])], 1e9, 1e9, args)
-    prefill, decode = capsys.readouterr().out.splitlines()
-    assert prefill.split(" | ")[7] == "0.38 (0.25-0.50)" and decode.split(" | ")[7] == "5.00 (5.00-5.00)"
+    ratios.print_rows("m", "bf16", [(2, [(1.0, 10.0), (1.0, 20.0)], [(2.0, 5.0), (2.0, 5.0)], [2e9, 4e9],
+                                     [50e9, 200e9])], 1e9, 1e9, 100e9, args)
+    prefill, decode = [line.rstrip(" |") for line in capsys.readouterr().out.splitlines()]
+    assert prefill.split(" | ")[7:9] == ["1.25 (0.50-2.00)", "0.62 (0.25-1.00)"]
+    assert decode.split(" | ")[7:9] == ["5.00 (5.00-5.00)", "1.88 (1.25-2.50)"]
