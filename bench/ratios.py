@@ -24,14 +24,14 @@ much of each file was cached at its turns.
 
 The memory-read limit: the same run reads a large tensor through torch (the best of --reads passes of
 a float32 `sum`, a float32 `amax` and a bfloat16 `sum`, the fastest full reads PyTorch gave here, at
-each thread count), once at the start and again before each turn, since a shared host's rate can move
-during a run; the weights a decoded token must read, divided by the rate measured before the turn, is
+each thread count), once at the start and again before each turn of each side, since a shared host's rate
+can move during a run; the weights a decoded token must read, divided by the rate measured before the turn, is
 the shortest time a token can take. Each decoding speed is printed as a fraction of it.
 
 A prompt is bound by arithmetic rather than by memory (17 products for each weight read), so its limit is
 another: the same run times a float32 product of two --product-size × --product-size matrices by `@` (the
-best of --products), the fastest kind of product PyTorch's libraries make, once at the start and again
-before each turn; the prompt's multiply-adds in the matrices (every layer's for each token, the output
+best of --products), the fastest kind of product PyTorch's libraries make, at the start and before each
+turn of each side; the prompt's multiply-adds in the matrices (every layer's for each token, the output
 layer's for the last one), at that rate, is the shortest time the prompt can take in float32. Each prompt
 time is printed as a fraction of it. llama.cpp, which rounds the activations (to bf16 or to 8 bits) and
 multiplies in narrower numbers where the CPU has instructions for them, can go past 1 there.
@@ -232,13 +232,21 @@ def spread(values, fmt):
     return middle if len(values) == 1 else f"{middle} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
+def machine_rates(threads, args):
+    """(read rate in bytes/s, float32 product rate in operations/s) with `threads` threads, measured now."""
+    return (read_rate(threads, args.reads, args.read_mib << 20),
+            product_rate(threads, args.products, args.product_size))
+
+
 def peer_turn(bin_dir, gguf, args, threads, compete):
-    """One llama.cpp turn, ((prefill, decode), share of its file cached after it): where the course's files
-    `compete` with llama.cpp's for memory, they are first taken out of the page cache (share None otherwise)."""
+    """One llama.cpp turn: ((prefill, decode), share of its file cached after it, the machine's rates measured
+    before it). Where the course's files `compete` with llama.cpp's for memory, they are first taken out of the
+    page cache (share None otherwise)."""
     for path in compete:
         drop_from_page_cache(path)
+    rates = machine_rates(threads, args)
     result = llama_cpp_run(bin_dir, gguf, args.prompt, args.gen, threads, args.depth)
-    return result, cached_share(gguf) if compete else None
+    return result, cached_share(gguf) if compete else None, rates
 
 
 def peer_turns(bin_dir, gguf, args, threads, compete):
@@ -248,13 +256,15 @@ def peer_turns(bin_dir, gguf, args, threads, compete):
 
 def measure(model, gguf, bin_dir, args, threads, peer_done=None, compete=()):
     """The table's rows for one model and weight type, the course and llama.cpp taking turns (or with
-    llama.cpp's turns already taken, `peer_done`). Where the course's files `compete` with llama.cpp's for
-    memory, each side's turn starts with the other's file out of the page cache, and a line says how much
-    of each side's file was cached at its turns."""
+    llama.cpp's turns already taken, `peer_done`): (threads, course's results, llama.cpp's, the rates measured
+    before each of the course's turns, before each of llama.cpp's). Where the course's files `compete` with
+    llama.cpp's for memory, each side's turn starts with the other's file out of the page cache, and a line says
+    how much of each side's file was cached at its turns."""
     tokens = prompt_tokens(model, args.prompt)
-    rows, course_cached, turn_rates, turn_products = [], [], [], []
+    rows, course_cached = [], []
     from_file = not isinstance(model.layer(0)["wq"], Int8Weight)  # int8 matrices are in memory, not in the file
-    peer_cached = [share for n in threads for _, share in (peer_done or {}).get(n, [])]
+    taking_turns = bin_dir is not None and peer_done is None
+    peers = {n: list((peer_done or {}).get(n, [])) for n in threads}
     for n in threads:
         torch.set_num_threads(n)
         if compete:
@@ -262,12 +272,9 @@ def measure(model, gguf, bin_dir, args, threads, peer_done=None, compete=()):
         course_run(model, tokens, 2)  # warm-up: pages mapped, compiled kernels asked for ...
         kernels.wait()
         course_run(model, tokens, 2)  # ... and loaded
-        course, peer = [], [result for result, _ in peer_done[n]] if peer_done else []
-        taking_turns = bin_dir is not None and peer_done is None
-        rates, products = [], []  # the read and product rates before each turn: a shared host's move during a run
+        course, course_rates = [], []  # the rates before each turn: a shared host's move during a run
         for _ in range(args.repetitions):
-            rates.append(read_rate(n, args.reads, args.read_mib << 20))  # before the warm-up: its memory is freed
-            products.append(product_rate(n, args.products, args.product_size))
+            course_rates.append(machine_rates(n, args))  # before the warm-up: the read probe's memory is freed
             torch.set_num_threads(n)
             if taking_turns:  # llama.cpp's files may have pushed the course's out of the page cache:
                 if compete:
@@ -277,44 +284,41 @@ def measure(model, gguf, bin_dir, args, threads, peer_done=None, compete=()):
                 course_cached.append(min(cached_share(path) for path in compete))
             course.append(course_run(model, tokens, args.gen, args.depth))
             if taking_turns:
-                result, share = peer_turn(bin_dir, gguf, args, n, compete)
-                peer.append(result)
-                peer_cached.append(share)
-        rows.append((n, course, peer, rates, products))
-        turn_rates += rates
-        turn_products += products
-    say(f"  read rate before each turn: {spread([rate / 1e9 for rate in turn_rates], '{:.1f}')} GB/s; float32 "
-        f"product rate: {spread([rate / 1e9 for rate in turn_products], '{:.0f}')} GFLOPS")
+                peers[n].append(peer_turn(bin_dir, gguf, args, n, compete))
+        rows.append((n, course, [result for result, _, _ in peers[n]], course_rates, [r for _, _, r in peers[n]]))
+    for side, at in (("the course's", 3), ("llama.cpp's", 4)):
+        rates = [rate for row in rows for rate in row[at]]
+        if rates:
+            say(f"  before {side} turns: read rate {spread([r / 1e9 for r, _ in rates], '{:.1f}')} GB/s, float32 "
+                f"product rate {spread([p / 1e9 for _, p in rates], '{:.0f}')} GFLOPS")
     if compete:
         course_share = f"{min(course_cached):.0%} of the course's checkpoint at the start of its timed turns, " \
             if from_file else ""
+        peer_cached = [share for n in threads for _, share, _ in peers[n]]
         say(f"  page cache: {course_share}{min(peer_cached):.0%} of llama.cpp's file at the end of its turns "
             "(lowest)")
     return rows
 
 
+def of_limit(results, rates, i, weight_bytes, operations):
+    """Each result as a fraction of its limit at the rates measured before its turn: for a prompt (i = 0, a time),
+    its operations at the product rate; for decoding (a speed), the weights read once at the read rate."""
+    return [None if r is None else operations / product / r if i == 0 else r / (read / weight_bytes)
+            for r, (read, product) in zip(results, rates, strict=False)]
+
+
 def print_rows(label, kind, rows, course_bytes, peer_bytes, operations, args):
-    for n, course, peer, rates, products in rows:
+    for n, course, peer, course_rates, peer_rates in rows:
         after = f" after {args.depth}" if args.depth else ""
         for i, (what, unit, fmt) in enumerate([(f"prefill {args.prompt}{after}", "s", "{:.2f}"),
                                                (f"decode {args.gen}{after}", "tokens/s", "{:.2f}")]):
             mine = [c[i] for c in course]
             theirs = [p[i] for p in peer]
             ratios = [None if t is None else (t / m if i == 0 else m / t) for m, t in zip(mine, theirs, strict=False)]
-            # The limit, at the rates measured before the turn: the prompt's operations at the float32 product
-            # rate (a time), or the weights read once (a speed); llama.cpp's turns measured apart (--apart) take
-            # the course's turns' rates in order.
-            if i == 0:
-                of_limit = [operations / product / m for m, product in zip(mine, products, strict=False)]
-                of_limit_peer = [None if t is None else operations / product / t
-                                 for t, product in zip(theirs, products, strict=False)]
-            else:
-                of_limit = [m / (rate / course_bytes) for m, rate in zip(mine, rates, strict=False)]
-                of_limit_peer = [None if t is None else t / (rate / peer_bytes)
-                                 for t, rate in zip(theirs, rates, strict=False)]
             say(f"| {label} | {kind} | {n} | {what} ({unit}) | {spread(mine, fmt)} | "
                 f"{spread(theirs, fmt) if peer else 'not built'} | {spread(ratios, '{:.2f}')} | "
-                f"{spread(of_limit, '{:.2f}')} | {spread(of_limit_peer, '{:.2f}')} |")
+                f"{spread(of_limit(mine, course_rates, i, course_bytes, operations), '{:.2f}')} | "
+                f"{spread(of_limit(theirs, peer_rates, i, peer_bytes, operations), '{:.2f}')} |")
 
 
 def commit():

@@ -442,7 +442,8 @@ def test_the_ratios_page_cache_tools_take_a_mapped_checkpoint_out_and_see_it_rea
 def test_the_ratios_turns_start_with_the_other_sides_file_out_of_the_page_cache(small_dir, tmp_path, capsys,
                                                                                    monkeypatch):
     """Where the two sides' files do not fit in memory together, llama.cpp's file is dropped before every
-    course warm-up and the course's before every llama.cpp turn; a line reports what stayed cached."""
+    course warm-up and the course's before every llama.cpp turn; a line reports what stayed cached. The
+    machine's rates are measured before each side's turns."""
     ratios = load_script("bench/ratios.py")
     events = []
     monkeypatch.setattr(ratios, "drop_from_page_cache", lambda path: events.append(("drop", path.name)))
@@ -453,23 +454,25 @@ def test_the_ratios_turns_start_with_the_other_sides_file_out_of_the_page_cache(
     model = load_model(small_dir)
     gguf, course_files = tmp_path / "small-bf16.gguf", ratios.checkpoint_files(small_dir)
     args = SimpleNamespace(prompt=3, gen=2, depth=0, repetitions=2, reads=1, read_mib=8, products=1, product_size=8)
-    rates, products = iter([2e9, 3e9]), iter([50e9, 70e9])
+    rates, products = iter([2e9, 3e9, 4e9, 5e9]), iter([50e9, 70e9, 80e9, 90e9])
     monkeypatch.setattr(ratios, "read_rate", lambda threads, reads, size: events.append(("rate",)) or next(rates))
     monkeypatch.setattr(ratios, "product_rate",
                         lambda threads, count, size: events.append(("product",)) or next(products))
     rows = ratios.measure(model, gguf, tmp_path, args, [1], compete=course_files)
     assert events == [("drop", "small-bf16.gguf"), ("course", 2), ("course", 2)] + 2 * [
         ("rate",), ("product",), ("drop", "small-bf16.gguf"), ("course", 1), ("course", 2),
-        ("drop", "consolidated.00.pth"), ("llama.cpp",)]
+        ("drop", "consolidated.00.pth"), ("rate",), ("product",), ("llama.cpp",)]
     assert [peer for _, _, peer, _, _ in rows] == [[(1.0, 10.0), (1.0, 10.0)]]
-    # the rates measured before each turn
-    assert [(rates, products) for _, _, _, rates, products in rows] == [([2e9, 3e9], [50e9, 70e9])]
+    # the rates measured before each turn: the course's, then llama.cpp's, taking turns
+    assert [(mine, theirs) for _, _, _, mine, theirs in rows] == [([(2e9, 50e9), (4e9, 80e9)],
+                                                                   [(3e9, 70e9), (5e9, 90e9)])]
     printed = capsys.readouterr().out
-    assert "read rate before each turn: 2.5 (2.0-3.0) GB/s; float32 product rate: 60 (50-70) GFLOPS" in printed
+    assert "before the course's turns: read rate 3.0 (2.0-4.0) GB/s, float32 product rate 65 (50-80) GFLOPS" in printed
+    assert "before llama.cpp's turns: read rate 4.0 (3.0-5.0) GB/s, float32 product rate 80 (70-90) GFLOPS" in printed
     assert "page cache: 100% of the course's checkpoint at the start of its timed turns, 50% of llama.cpp's file " \
            "at the end of its turns (lowest)" in printed
     events.clear()  # where they fit, nothing is dropped and no line is printed
-    rates, products = iter([2e9, 3e9]), iter([50e9, 70e9])
+    rates, products = iter([2e9, 3e9, 4e9, 5e9]), iter([50e9, 70e9, 80e9, 90e9])
     ratios.measure(model, gguf, tmp_path, args, [1])
     assert not [e for e in events if e[0] == "drop"] and "page cache" not in capsys.readouterr().out
 
@@ -489,11 +492,13 @@ def test_the_ratios_files_compete_when_they_and_the_process_exceed_nine_tenths_o
 
 def test_the_ratios_limit_of_each_turn_takes_the_rates_measured_before_it(capsys):
     """1 GB a token: 10 tokens/s at 2 GB/s and 20 at 4 GB/s are both 5 times the limit. A prompt of 100 GFLOP
-    in 1 second, at 50 and 200 GFLOPS: 2 and 0.5 times its limit, and llama.cpp's, in 2 seconds, 1 and 0.25."""
+    in 1 second, at 50 and 200 GFLOPS: 2 and 0.5 times its limit. llama.cpp's turns take the rates measured
+    before them: 1 GB/s and 100 GFLOPS, so its 2-second prompt is 0.5 of its limit and 5 tokens/s is 5."""
     ratios = load_script("bench/ratios.py")
     args = SimpleNamespace(prompt=17, gen=32, depth=0)
-    ratios.print_rows("m", "bf16", [(2, [(1.0, 10.0), (1.0, 20.0)], [(2.0, 5.0), (2.0, 5.0)], [2e9, 4e9],
-                                     [50e9, 200e9])], 1e9, 1e9, 100e9, args)
+    course_rates, peer_rates = [(2e9, 50e9), (4e9, 200e9)], [(1e9, 100e9), (1e9, 100e9)]
+    ratios.print_rows("m", "bf16", [(2, [(1.0, 10.0), (1.0, 20.0)], [(2.0, 5.0), (2.0, 5.0)], course_rates,
+                                     peer_rates)], 1e9, 1e9, 100e9, args)
     prefill, decode = [line.rstrip(" |") for line in capsys.readouterr().out.splitlines()]
-    assert prefill.split(" | ")[7:9] == ["1.25 (0.50-2.00)", "0.62 (0.25-1.00)"]
-    assert decode.split(" | ")[7:9] == ["5.00 (5.00-5.00)", "1.88 (1.25-2.50)"]
+    assert prefill.split(" | ")[7:9] == ["1.25 (0.50-2.00)", "0.50 (0.50-0.50)"]
+    assert decode.split(" | ")[7:9] == ["5.00 (5.00-5.00)", "5.00 (5.00-5.00)"]
