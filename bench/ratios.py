@@ -30,11 +30,13 @@ the shortest time a token can take. Each decoding speed is printed as a fraction
 
 A prompt is bound by arithmetic rather than by memory (17 products for each weight read), so its limit is
 another: the same run times a float32 product of two --product-size × --product-size matrices by `@` (the
-best of --products), the fastest kind of product PyTorch's libraries make, at the start and before each
+best of --products), the kind of product PyTorch's libraries make fastest, at the start and before each
 turn of each side; the prompt's multiply-adds in the matrices (every layer's for each token, the output
-layer's for the last one), at that rate, is the shortest time the prompt can take in float32. Each prompt
-time is printed as a fraction of it. llama.cpp, which rounds the activations (to bf16 or to 8 bits) and
-multiplies in narrower numbers where the CPU has instructions for them, can go past 1 there.
+layer's for the last one), at that rate, is the time the prompt would take if all its products ran as fast
+in float32. Each prompt time is printed as a fraction of it. This is not the CPU's peak: the square
+product's rate moves with what other machines on a shared host do to the caches, and llama.cpp's own kernels
+(which also round the activations, to bf16 or to 8 bits, and multiply in narrower numbers where the CPU has
+instructions for them) can go past 1.
 
 llama.cpp comes from bench/llama_cpp.py: its build in --work is reused (this script never builds),
 and its GGUF files are reused or written there. Without a build, the course's side is printed alone,
