@@ -79,8 +79,8 @@ say = llama_cpp.say
 
 
 def product_rate(threads, products=5, size=2048):
-    """The machine's float32 arithmetic rate in floating-point operations a second with `threads` threads: the best
-    of `products` products of two `size` × `size` float32 matrices by `@`."""
+    """The rate of a large float32 product through torch now, in floating-point operations a second with `threads`
+    threads: the best of `products` products of two `size` × `size` float32 matrices by `@`."""
     torch.set_num_threads(threads)
     a = torch.randn(size, size)
     a @ a  # its first call
@@ -351,7 +351,7 @@ def main(argv=None):
     parser.add_argument("--read-mib", type=int, default=1024,
                         help="MiB each read takes, far more than the CPU's caches (default 1024)")
     parser.add_argument("--products", type=int, default=5,
-                        help="float32 products to measure the arithmetic rate (default 5)")
+                        help="float32 products to measure the product rate (default 5)")
     parser.add_argument("--product-size", type=int, default=2048,
                         help="rows and columns of the square matrices multiplied (default 2048)")
     parser.add_argument("--apart", action="store_true",
@@ -412,7 +412,7 @@ def main(argv=None):
     say()
     say(f"Course ÷ llama.cpp: speed over speed, above 1 where the course is faster (for the prompt, llama.cpp's time "
         f"over the course's); median of {args.repetitions} turns (lowest-highest). ÷ limit: the fraction reached of "
-        "the float32 arithmetic limit for a prompt (its multiply-adds at the product rate), of the memory-read limit "
+        "the float32 product limit for a prompt (its multiply-adds at the product rate), of the memory-read limit "
         "for decoding (the weights read once at the read rate).")
     say("| model | weights | threads | what | course | llama.cpp | course ÷ llama.cpp | course ÷ limit | "
         "llama.cpp ÷ limit |")
