@@ -15,6 +15,9 @@ PARTS = 4
 # Inductor adds up more than 4096 float32 numbers with a slower, more careful helper (a cascade of partial sums);
 # rows wider than 2 * COLUMNS numbers are added up COLUMNS at a time instead, then the blocks' sums (`in_columns`).
 COLUMNS = 2048
+# 0xFF000000 as an int32: the top byte of a word. An int8 number there, the bits below it zero, is the number
+# times 2^24. A shift left then right (sign-extending) to take it out whole took one instruction more.
+TOP_BYTE = -(1 << 24)
 
 
 def rows_times(w, x):
@@ -42,16 +45,20 @@ def rows_times_int8(words, scales, x4):
     `words` (out, dim / 4) holds the int8 numbers four at a time, typed int32 or float32 (the same bytes: which
     type the kernel is given decides how its code loads them, helpers/kernels.py's `words_for`), `scales`
     (out, groups) their scales, x4[k] (dim / 4,) the entries of x that the k-th byte of each word multiplies.
-    Shifting a word left then right (sign-extending) takes out one byte as an int32. The four bytes' products
-    are added before the sum over each group, so that the loop keeps one running sum per row.
+    Byte k shifted to the top of its word, the bits below it zeroed (`TOP_BYTE`), is its number times 2^24 as an
+    int32, which converts to float32 exactly: one or two instructions a byte. The sums come out 2^24 times too
+    large, and a power of two scales them back exactly. The four bytes' products are added before the sum over
+    each group, so that the loop keeps one running sum per row.
     """
     rows, groups = scales.shape
     words = words.view(torch.int32).view(rows, groups, -1)
     products = 0
     for k in range(4):
-        byte = (words << (24 - 8 * k)) >> 24
-        products = products + byte.to(x4.dtype) * x4[k].view(groups, -1)
-    return (products.sum(-1) * scales).sum(-1)
+        top = words << (24 - 8 * k) if k < 3 else words  # byte k in the top 8 bits
+        if k > 0:
+            top = top & TOP_BYTE  # the bytes below it zeroed: (number k) * 2^24
+        products = products + top.to(x4.dtype) * x4[k].view(groups, -1)
+    return (products.sum(-1) * scales).sum(-1) * 2.0**-24
 
 
 def rows_times_int8_each(values, scales, x):

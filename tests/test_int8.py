@@ -113,6 +113,24 @@ def test_avx2_code_gets_the_int8_words_typed_float32_and_both_types_give_the_sam
     assert_close(as_floats, x @ dequantize(q).T)
 
 
+def test_the_int8_words_give_every_number_in_every_byte_exactly(fresh_fused):
+    """Each byte moved to the top of its word and converted, then the sums scaled back by 2^-24 (`matvec.TOP_BYTE`):
+    every int8 number from -128 to 127, in each of a word's four bytes, comes back exactly, as it is computed
+    (eagerly) and as the compiled AVX2 code computes it."""
+    import torch._inductor.config as inductor
+
+    numbers = torch.arange(-128, 128, dtype=torch.int8)
+    values = torch.stack([numbers.roll(-k) for k in range(4)], dim=1)  # row i: numbers i, i + 1, i + 2, i + 3
+    words, scales = values.contiguous().view(torch.float32), torch.ones(256, 1)
+    kernel = kernels.new_kernel(True)
+    for k in range(4):
+        x4 = torch.zeros(4, 1)
+        x4[k] = 1.0  # picks byte k of each word: entry 4j + k of the row
+        assert torch.equal(matvec.matvec_int8(words, scales, x4), values[:, k].float())
+        with inductor.patch({"cpp.simdlen": 256}), torch.inference_mode():  # AVX2 code, on any x86 CPU with AVX2
+            assert torch.equal(kernel(words, scales, x4), values[:, k].float())
+
+
 def test_the_int8_kernel_adds_up_wide_rows_in_blocks_of_columns(fresh_fused, monkeypatch):
     """Rows wider than 2 * COLUMNS numbers go to the kernel (each number as it is) as views of blocks of
     columns, nothing copied, with the same result; rows not as wide, and groups that would straddle two
