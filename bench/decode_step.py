@@ -18,11 +18,13 @@ a layer, not 7. This prints, each the median of --rounds runs:
   int8 numbers taken as float32 words): the rate at which this machine streams these bytes
   when the arithmetic costs next to nothing;
 - the same step with every product replaced by zeros of its shape: what is not a matrix product
-  (norms, RoPE, attention, the cache, the checks);
+  (norms, RoPE, attention, the cache, the checks); then the same again with a read of twice the CPU's
+  last-level cache before each zero product, untimed, as a product's stream of weights leaves the
+  caches: what those small operations use, PyTorch's own code and data among it, gone from them;
 - the same step with each `linear` and `linear_each` call timed inside it, taking turns with the products
   alone: the products' time there against alone, and the rest (which the step without products counts
-  short: it leaves out `linear`'s own Python, and its small operations may find their data still in the
-  CPU's caches, which the products would not leave);
+  short: it leaves out `linear`'s own Python, and its small operations find what they use still in the
+  CPU's caches, which the products would not leave: the read before each zero product shows how much that is);
 - one call of the same compiled kernel on a matrix of 8 rows: what a call costs beyond its
   arithmetic (Inductor's Python wrapper, starting the threads), and the same call through
   torch.compile's checks of its inputs, which helpers/kernels.py skips once a kernel is built;
@@ -115,12 +117,28 @@ def products_timed(took):
     return products_replaced(timed(linear), timed(linear_each))
 
 
-def products_skipped():
-    """The step's products replaced by zeros of each product's shape."""
+def products_skipped(before=None):
+    """The step's products replaced by zeros of each product's shape, each after a call of `before` if given."""
     def zeros(x, w):
+        if before is not None:
+            before()
         return x.new_zeros(*x.shape[:-1], w.shape[0])
 
     return products_replaced(zeros, lambda x, *ws: [zeros(x, w) for w in ws])
+
+
+def last_cache_bytes():
+    """The size of this CPU's last-level cache, as Linux reports it, or None."""
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level, size = int((entry / "level").read_text()), (entry / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20}
+        if size[-1:] in units and size[:-1].isdigit():
+            sizes.append((level, int(size[:-1]) * units[size[-1]]))
+    return max(sizes)[1] if sizes else None
 
 
 def seconds(fn):
@@ -201,6 +219,20 @@ def main(argv=None):
         rounds = [(seconds(products), seconds(row_sums), timed_step()) for _ in range(args.rounds)]
         with products_skipped():
             rest_s = statistics.median(seconds(lambda: forward(model, [ids[-1]], cache)) for _ in range(args.rounds))
+        # The same with the caches emptied before each product, as the products leave them: a read of twice the
+        # last-level cache (or of 256 MiB), untimed, before each.
+        evict_bytes = 2 * (last_cache_bytes() or 1 << 27)
+        stream, reading = torch.ones(evict_bytes // 4), [0.0]
+
+        def read_stream():
+            reading[0] += seconds(stream.sum)
+
+        def rest_after_reads():
+            reading[0] = 0.0
+            with products_skipped(read_stream):
+                return seconds(lambda: forward(model, [ids[-1]], cache)) - reading[0]
+
+        rest_cold_s = statistics.median(rest_after_reads() for _ in range(args.rounds))
         # The compiled kernel, if this model's matrices took it (not a model too small, nor without a compiler).
         built = {shape for shape, _, _ in kernels.compiled()}
         compiled = any(tuple(w.shape) in built for w in matrices) and kernels.kernel(int8=not args.bf16)
@@ -252,6 +284,8 @@ def main(argv=None):
     print(f"decode step:                        {step_s * 1e3:6.1f} ms ({1 / step_s:.2f} tokens/s)")
     print(f"  its matrix products:              {products_s * 1e3:6.1f} ms ({total_bytes / products_s / 1e9:.1f} GB/s)")
     print(f"  the step without them:            {rest_s * 1e3:6.1f} ms")
+    print(f"  the same, each zero product after a read of {evict_bytes >> 20} MiB (untimed) that leaves nothing of the "
+          f"step in the caches: {rest_cold_s * 1e3:.1f} ms")
     timed_s, in_step_s = (statistics.median(column) for column in zip(*inside, strict=True))
     rest_in_step_s = statistics.median(step - products for step, products in inside)
     print(f"the step with its products timed inside it: {timed_s * 1e3:.1f} ms, {in_step_s * 1e3:.1f} ms of them in "

@@ -284,11 +284,27 @@ def test_the_decode_step_benchmark_times_every_product_of_a_step(small_tied_dir,
     for figure in ("decode step:", "its matrix products:", "the step without them:", "the same bytes read by row sums:",
                    "no compiled kernel"):  # these small matrices take the block path
         assert figure in printed
+    script = load_script("bench/decode_step.py")
+    read_mib = 2 * (script.last_cache_bytes() or 1 << 27) >> 20
+    assert re.search(rf"each zero product after a read of {read_mib} MiB \(untimed\) that leaves nothing of the step "
+                     r"in the caches: \d+\.\d ms", printed)
     step, products, rest = (float(ms) for ms in re.search(
         r"the step with its products timed inside it: ([\d.]+) ms, ([\d.]+) ms of them in products, ([\d.]+) ms in "
         r"the rest", printed).groups())
     assert 0 < products < step and 0 < rest < step  # every product of the step timed, each within it
     assert re.search(r"in the rest; round by round, the products inside it took [\d.]+ times their time alone", printed)
+
+
+def test_the_decode_step_benchmark_empties_the_caches_before_every_product_it_skips(small_tied_dir):
+    """The step without products, the caches emptied before each: `before` runs once a product, joined or not."""
+    script = load_script("bench/decode_step.py")
+    model = load_model(small_tied_dir, verbose=False)
+    reads = []
+    with torch.inference_mode(), script.products_skipped(lambda: reads.append(1)):
+        logits = forward(model, [1, 2, 3])
+    assert len(reads) == 7 * model.params.n_layers + 1  # 7 products a layer, and the output layer
+    assert torch.equal(logits, torch.zeros_like(logits))  # the output layer's product skipped too
+    assert script.last_cache_bytes() is None or script.last_cache_bytes() >= 1 << 20
 
 
 def test_the_decode_step_benchmark_compares_numbers_of_parts(small_tied_dir, capsys, fresh_fused):
