@@ -18,8 +18,8 @@ a layer, not 7. This prints, each the median of --rounds runs:
   int8 numbers taken as float32 words): the rate at which this machine streams these bytes
   when the arithmetic costs next to nothing;
 - the same step with every product replaced by zeros of its shape: what is not a matrix product
-  (norms, RoPE, attention, the cache, the checks); then the same again with a read of twice the CPU's
-  last-level cache before each zero product, untimed, as a product's stream of weights leaves the
+  (norms, RoPE, attention, the cache, the checks); and taking turns with it, the same with a read of twice
+  the CPU's last-level cache before each zero product, untimed, as a product's stream of weights leaves the
   caches: what those small operations use, PyTorch's own code and data among it, gone from them;
 - the same step with each `linear` and `linear_each` call timed inside it, taking turns with the products
   alone: the products' time there against alone, and the rest (which the step without products counts
@@ -217,22 +217,21 @@ def main(argv=None):
                 return seconds(lambda: forward(model, [ids[-1]], cache)), took[0]
 
         rounds = [(seconds(products), seconds(row_sums), timed_step()) for _ in range(args.rounds)]
-        with products_skipped():
-            rest_s = statistics.median(seconds(lambda: forward(model, [ids[-1]], cache)) for _ in range(args.rounds))
-        # The same with the caches emptied before each product, as the products leave them: a read of twice the
-        # last-level cache (or of 256 MiB), untimed, before each.
+        # The step without products, and taking turns with it the same with the caches emptied before each product,
+        # as the products leave them: a read of twice the last-level cache (or of 256 MiB), untimed, before each.
         evict_bytes = 2 * (last_cache_bytes() or 1 << 27)
         stream, reading = torch.ones(evict_bytes // 4), [0.0]
 
         def read_stream():
             reading[0] += seconds(stream.sum)
 
-        def rest_after_reads():
+        def rest(before=None):
             reading[0] = 0.0
-            with products_skipped(read_stream):
+            with products_skipped(before):
                 return seconds(lambda: forward(model, [ids[-1]], cache)) - reading[0]
 
-        rest_cold_s = statistics.median(rest_after_reads() for _ in range(args.rounds))
+        rests = [(rest(), rest(read_stream)) for _ in range(args.rounds)]
+        rest_s, rest_cold_s = (statistics.median(column) for column in zip(*rests, strict=True))
         # The compiled kernel, if this model's matrices took it (not a model too small, nor without a compiler).
         built = {shape for shape, _, _ in kernels.compiled()}
         compiled = any(tuple(w.shape) in built for w in matrices) and kernels.kernel(int8=not args.bf16)
