@@ -138,7 +138,10 @@ class Tokenizer:
         self.bos_id = self.special_ids["<|begin_of_text|>"]
         self.eos_id = self.special_ids["<|end_of_text|>"]
         self.eot_id = self.special_ids["<|eot_id|>"]
-        self.stop_ids = {self.eos_id, self.eot_id}
+        # Meta's stop tokens: the end of a document, of a turn, and of a message that hands a tool call over
+        # (<|eom_id|>, Llama 3.1 and later; a tokenizer.json of Llama 3 names that id a reserved token).
+        eom_id = self.special_ids.get("<|eom_id|>")
+        self.stop_ids = {self.eos_id, self.eot_id} | ({eom_id} if eom_id is not None else set())
 
     def encode(self, text, bos=True):
         """Token ids of `text`, after `<|begin_of_text|>` when `bos` is true.

@@ -89,7 +89,7 @@ FORWARD_MISTAKES = {
     "rope_theta is written as 500000: read params.rope_theta, models differ":
         lambda model, tokens: _forward_with(model, tokens, rope_theta=500000.0),
     "RoPE is not scaled: Llama 3.1 and later slow its long wavelengths (params.rope_scaling); compute the "
-    "angles with model_frequencies(params, positions), or pass params.rope_scaling_factor to rope_frequencies":
+    "angles with model_frequencies(params, positions), or pass params.rope_scaling to rope_frequencies":
         lambda model, tokens: _forward_with(model, tokens, rope_scaling=None),
     "every layer uses layer 0's weights: layer i reads model.layer(i)":
         lambda model, tokens: _forward_with(model, tokens, layer_of=lambda i: 0),

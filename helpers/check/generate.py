@@ -8,7 +8,7 @@ import torch
 from .. import transformer
 from ..generate import top_k_filter, top_p_filter
 from ..kv_cache import LayerCache
-from .harness import NAN_ANYWHERE, TWO_MODELS, described, model, queries_keys_values, report, tokens
+from .harness import NAN_ANYWHERE, TWO_MODELS, described, model, queries_keys_values, report, tokens, verdict
 
 NAN_IN_LOGITS = ("softmax of a row whose logits are all -inf is NaN (e^-inf sums to 0, and 0/0 is NaN): "
                  "a filter must keep at least the most likely token; " + NAN_ANYWHERE)
@@ -152,21 +152,54 @@ def copied(result):
     return result
 
 
+def steps(n):
+    """The positions each update of a cache with room for `n` stores: all but the last two, then one at a time."""
+    return {"the prompt": slice(0, n - 2), "step 1": slice(n - 2, n - 1), "step 2": slice(n - 1, n)}
+
+
 def fill_cache(cache_class, k, v):
     """A cache with room for every position, given the prompt but two positions, then one position at a time."""
     cache = cache_class(len(k), k.shape[1], k.shape[2])
-    n = len(k) - 2
-    steps = {"the prompt": slice(0, n), "step 1": slice(n, n + 1), "step 2": slice(n + 1, n + 2)}
     out = {f"update's result after {name}": copied(cache.update(k[s].clone(), v[s].clone()))
-           for name, s in steps.items()}
+           for name, s in steps(len(k)).items()}
     return out | {"length after step 2": cache.length}
 
 
+def storage(tensor):
+    return tensor.untyped_storage().data_ptr() if isinstance(tensor, torch.Tensor) else None
+
+
+def not_preallocated(cache_class, k, v):
+    """What a cache whose results are right does that a preallocated one must not, or None: replace the buffers
+    __init__ allocated (self.keys, self.values), or return copies of them rather than views into them."""
+    cache = cache_class(len(k), k.shape[1], k.shape[2])
+    buffers = {name: storage(getattr(cache, name, None)) for name in ("keys", "values")}
+    if None in buffers.values():  # no tensors of those names to judge by
+        return None
+    for s in steps(len(k)).values():
+        returned = dict(zip(buffers, cache.update(k[s].clone(), v[s].clone()), strict=True))
+        for (name, buffer), new in zip(buffers.items(), "kv", strict=True):
+            if storage(getattr(cache, name, None)) != buffer:
+                return (f"update replaces self.{name} with a new tensor (as torch.cat makes one), so the buffer "
+                        "__init__ allocated goes unused and every step copies the whole cache; write the new rows "
+                        f"into that buffer, self.{name}[self.length : end] = {new} (end = self.length + len({new})), "
+                        f"and return self.{name}[:end]")
+            if storage(returned[name]) != buffer:
+                return (f"update returns a copy of the stored {name}, not a view into self.{name}, so every step "
+                        f"copies the whole cache; return the slice self.{name}[:end], which copies nothing")
+    return None
+
+
 def kv_cache(my_layer_cache):
-    """Exercise 07: a class like helpers.LayerCache whose update(k, v) stores the new positions after the others."""
+    """Exercise 07: a class like helpers.LayerCache whose update(k, v) stores the new positions after the others,
+    in the buffers its __init__ allocated, and returns views into them."""
     def run(name):
         _, k, v = queries_keys_values(name=name)
         return lambda cls: fill_cache(cls, k, v)
 
     cases = {f"{described(name)}, layer 0's keys and values": run(name) for name in TWO_MODELS}
-    report(my_layer_cache, cases, LayerCache, KV_CACHE_MISTAKES)
+    line = verdict(my_layer_cache, cases, LayerCache, KV_CACHE_MISTAKES)
+    if line == "correct":  # right results; are they kept where __init__ put them?
+        problem = not_preallocated(my_layer_cache, *queries_keys_values(name=TWO_MODELS[0])[1:])
+        line = f"wrong: {problem}" if problem else line
+    print(line)

@@ -38,6 +38,9 @@ MODELS = ("tiny", *RANDOM_MODELS)
 TWO_MODELS = ("tiny", "dim 96")
 NAN_ANYWHERE = "a NaN comes from 0/0, inf - inf, 0 * inf or the square root of a negative number"
 NAN_IN_SOFTMAX = "a row with every key masked gives NaN in softmax: e^-inf is 0 for each key, and 0/0 is NaN"
+BFLOAT16_HINT = ("the model's tensors are stored in bfloat16 and the course computes in float32: convert what you "
+                 "take from model.weights, such as the embedding rows, with .float(), as the course does "
+                 "(helpers.linear converts the matrices itself)")
 
 
 # ---- Running and comparing ------------------------------------------------------------------------------
@@ -54,7 +57,7 @@ def verdict(learner, cases, reference, mistakes, nan=NAN_ANYWHERE):
         except Exception as error:
             message = str(error).strip().splitlines()
             return (f"your function raised {type(error).__name__} on the case {label!r}"
-                    + (f": {message[0]}" if message else ""))
+                    + (f": {message[0]}" if message else "") + (f"; {BFLOAT16_HINT}" if mixes_bfloat16(error) else ""))
         if holds_none(got[label]):
             return "not done yet"
     expected = {label: run(reference) for label, run in cases.items()}
@@ -69,6 +72,17 @@ def verdict(learner, cases, reference, mistakes, nan=NAN_ANYWHERE):
         return f"wrong: the output differs from helpers' and cannot be compared ({type(error).__name__}: {error})"
 
 
+def mixes_bfloat16(error):
+    """Whether `error` is torch's complaint about a bfloat16 tensor meeting one of another dtype."""
+    message = str(error).lower()
+    return "bfloat16" in message and "type" in message  # "dtype", "scalar type", "input type"
+
+
+def is_int(value):
+    """A Python int, and not a bool (which Python counts as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def holds_none(result):
     if isinstance(result, dict):
         return any(holds_none(r) for r in result.values())
@@ -78,8 +92,11 @@ def holds_none(result):
 
 
 def same(got, expected):
-    """True when `got` is `expected`: tensors of the same shape and dtype within assert_close, the rest equal."""
+    """True when `got` is `expected`: tensors of the same shape and dtype within assert_close, ints as ints (not
+    14336.0, nor True for 1), the rest equal."""
     try:
+        if is_int(expected) and not is_int(got):
+            return False
         if isinstance(expected, torch.Tensor):
             if not isinstance(got, torch.Tensor) or got.shape != expected.shape or got.dtype != expected.dtype:
                 return False
@@ -115,6 +132,9 @@ def difference(got, expected, nan=NAN_ANYWHERE):
             return f"wrong length: expected {len(expected)} items, got {len(got)}"
         i = next(i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if not same(g, e))
         return f"at index {i}, {difference(got[i], expected[i], nan)}"
+    if is_int(expected) and not is_int(got):
+        return (f"expected the int {expected!r}, got {type(got).__name__} {got!r}"
+                + (": make it an int, with // or int() (/ always gives a float)" if isinstance(got, float) else ""))
     return f"expected {expected!r}, got {got!r}"
 
 
