@@ -7,7 +7,9 @@ Each check runs the learner's function (or class) on the embedded tiny model's r
 - "not done yet": the function returns None (its body is still `...`) or raises NotImplementedError;
 - "correct": it gives what helpers gives on every case, within `assert_close`'s tolerance (notebook 02);
 - "wrong: <a mistake>": it gives what a known mistake gives. Each check's mistakes are written out,
-  in its notebook's module, as small wrong functions, and run: a diagnosis is an output compared, not a guess;
+  in its notebook's module, as small wrong functions, and run: a diagnosis is an output compared, not a guess
+  (the embeddings check also watches what the function does to the table: a copy of it whole is a mistake
+  even where the rows come out right);
 - otherwise what is off: a shape, a dtype, a NaN and where it comes from, or how far and where.
 
 An exception inside the learner's function is reported in one line, with the case that raised it; a check

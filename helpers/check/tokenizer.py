@@ -1,5 +1,6 @@
 """Notebook 01's checks: one BPE training step, `most_frequent_pair` and `merge`, on the classic prompt's bytes
-and on short lists where a pair overlaps itself ([5, 5, 5] holds the pair (5, 5) twice, and merges once)."""
+and on short lists where a pair overlaps itself ([5, 5, 5] holds the pair (5, 5) twice, and merges once), or where
+only the order in which tied pairs were first seen picks the answer."""
 
 from collections import Counter
 
@@ -9,6 +10,9 @@ PROMPT_BYTES = list(PROMPT.encode("utf-8"))
 TH, THE = (ord("t"), ord("h")), (256, ord("e"))  # the prompt's first merges: "th" -> 256, then "th" "e" -> 257
 # (5, 5) and (9, 7) are seen twice each, (5, 5) first; merging (5, 5) left to right gives [256, 5, 9, 7, 9, 7].
 OVERLAPPING = [5, 5, 5, 9, 7, 9, 7]
+# Ties that neither sorting nor a set's order settles as the first seen does: (9, 7), seen first, has the larger
+# ids; in [1, 2, 3, 1, 2, 3], (1, 2) is seen first, yet a set of the pairs gives (2, 3) first.
+TIES = ([9, 7, 9, 7, 5, 5, 5], [1, 2, 3, 1, 2, 3])
 
 
 def merge_reference(ids, pair, new_id):
@@ -35,9 +39,23 @@ def _least_frequent_pair(ids):
     return min(counts, key=counts.get)
 
 
+def _pair_first_in_a_set(ids):
+    pairs = list(zip(ids, ids[1:], strict=False))
+    return max(set(pairs), key=pairs.count)
+
+
+def _pair_with_smallest_ids(ids):
+    counts = Counter(zip(ids, ids[1:], strict=False))
+    return max(sorted(counts), key=counts.get)
+
+
 MOST_FREQUENT_PAIR_MISTAKES = {
     "of equally frequent pairs it picks the last seen; the rule is the first seen": _pair_seen_last,
     "it picks the least frequent pair (min instead of max)": _least_frequent_pair,
+    "of equally frequent pairs it picks the one a set gives first (a set keeps no order); the rule is the first "
+    "seen: count in a dict or a Counter, which keeps the order pairs were first seen": _pair_first_in_a_set,
+    "of equally frequent pairs it picks the one with the smallest ids (sorted order); the rule is the first seen":
+        _pair_with_smallest_ids,
 }
 
 
@@ -47,6 +65,7 @@ def most_frequent_pair(my_most_frequent_pair):
         "the prompt's bytes": lambda fn: fn(list(PROMPT_BYTES)),
         "the prompt after merging 'th'": lambda fn: fn(list(AFTER_TH)),
         str(OVERLAPPING): lambda fn: fn(list(OVERLAPPING)),
+        **{str(ids): lambda fn, ids=ids: fn(list(ids)) for ids in TIES},
     }
     report(my_most_frequent_pair, cases, most_frequent_pair_reference, MOST_FREQUENT_PAIR_MISTAKES)
 
