@@ -6,17 +6,17 @@ import torch
 
 from ..attention import attention_weights as head_weights
 from ..attention import causal_mask
-from ..model import TINY_MODEL_DIR
-from ..params import SHAPES, load_params
-from .harness import NAN_IN_SOFTMAX, TWO_MODELS, described, model, queries_keys_values, report
+from ..params import params_from_dict
+from .harness import NAN_IN_SOFTMAX, RANDOM_MODELS, TWO_MODELS, described, model, queries_keys_values, report
+from .qkv_rope import NOTEBOOK_MODELS, sizes_of
 
 
 def _softmax_of_scores(q, k, scale, mask, dim=-1):
     return torch.softmax(q @ k.T * scale + mask, dim=dim)
 
 
-def _scaled_by_model_width(dim):
-    return lambda q, k: _softmax_of_scores(q, k, 1 / math.sqrt(dim), causal_mask(len(q), len(k)))
+def _scaled_by(size):
+    return lambda q, k: _softmax_of_scores(q, k, 1 / math.sqrt(size), causal_mask(len(q), len(k)))
 
 
 def _mask_multiplied(q, k):
@@ -25,10 +25,18 @@ def _mask_multiplied(q, k):
     return torch.softmax(q @ k.T / math.sqrt(q.shape[-1]) * may_see, dim=-1)
 
 
-# The widths `dim` of the models a notebook may run on: the tiny model's and the real shapes'. Dividing by
-# sqrt(p.dim) is right on the tiny model only by chance: its dim, 64, is head_dim squared.
-MODEL_WIDTHS = {load_params(TINY_MODEL_DIR).dim: "the tiny model"} | {
-    shape.params["dim"]: shape.name for shape in reversed(SHAPES.values())}
+def _model_sizes():
+    """Each dim and head_dim of the models a notebook may run on, which a learner may divide by in place of the
+    check's head_dim, and what it is. On the tiny model, dividing by sqrt(dim) is dividing by its head_dim, 8, as
+    its dim, 64, is head_dim squared: the random model's case tells that apart from "divided by head_dim"."""
+    named = {}
+    for size in ("dim", "head_dim"):
+        for value, names in sizes_of(size).items():
+            named.setdefault(value, []).append(f"the {size} of {names}")
+    return {value: " and ".join(what) for value, what in named.items()}
+
+
+MODEL_SIZES = _model_sizes()
 
 ATTENTION_WEIGHTS_MISTAKES = {
     "the scores are not divided by sqrt(head_dim)":
@@ -44,8 +52,9 @@ ATTENTION_WEIGHTS_MISTAKES = {
     "a mask of 0s and 1s is multiplied into the scores, which makes a hidden key's score 0, not -inf: add -inf "
     "to the scores of later keys (or masked_fill them with -inf)": _mask_multiplied,
 } | {
-    f"the scores are divided by sqrt({dim}), the square root of {name}'s dim; the scale is 1/sqrt(head_dim), "
-    "with head_dim = q.shape[-1]": _scaled_by_model_width(dim) for dim, name in MODEL_WIDTHS.items()
+    f"the scores are divided by sqrt({size}), the square root of {what}; the scale is 1/sqrt(head_dim), with "
+    "head_dim = q.shape[-1] (the check's models have other sizes than the notebook's `p`)": _scaled_by(size)
+    for size, what in MODEL_SIZES.items()
 }
 
 
@@ -80,6 +89,16 @@ def reads_in_groups(h, n_heads, n_kv_heads):
 
 grouped_attention_reference = heads_reading(reads_in_groups)
 
+
+def _n_reps_that_run():
+    """The n_rep of the models a notebook may run on, and which models have it, where `h // n_rep` reads a
+    key/value head that each of the check's models has (elsewhere the learner's function raises IndexError)."""
+    cases = [NOTEBOOK_MODELS["the tiny model"] if name == "tiny" else params_from_dict(RANDOM_MODELS[name][0])
+             for name in TWO_MODELS]
+    return {n_rep: name for n_rep, name in sizes_of("n_rep").items()
+            if all((p.n_heads - 1) // n_rep < p.n_kv_heads for p in cases)}
+
+
 GROUPED_ATTENTION_MISTAKES = {
     "query head h reads key/value head h % n_kv_heads, the order k.repeat(...) gives; it is h // n_rep, the "
     "order of repeat_interleave (consecutive query heads share one)":
@@ -88,6 +107,11 @@ GROUPED_ATTENTION_MISTAKES = {
         heads_reading(lambda h, n_heads, n_kv_heads: 0),
     "the heads are stacked on the last axis, (seq, head_dim, n_heads); stack them on axis 1, (seq, n_heads, head_dim)":
         lambda q, k, v: grouped_attention_reference(q, k, v).transpose(1, 2),
+} | {
+    f"query head h reads key/value head h // {n_rep}, with n_rep = {n_rep}, that of {names}; the check's models "
+    "have other sizes than the notebook's `p`: n_rep = q.shape[1] // k.shape[1]":
+        heads_reading(lambda h, n_heads, n_kv_heads, n_rep=n_rep: h // n_rep)
+    for n_rep, names in _n_reps_that_run().items()
 }
 
 

@@ -4,8 +4,24 @@ random model whose sizes differ from it."""
 import torch
 
 from ..compute import linear
+from ..model import TINY_MODEL_DIR
+from ..params import SHAPES, load_params, params_from_dict
 from ..rope import apply_rope, rope_frequencies
 from .harness import TWO_MODELS, described, model, normalised, queries_keys_values, report
+
+# The models a notebook may run on, whose sizes a learner may take from the notebook's `p` instead of from the
+# tensors: the tiny model and the real shapes.
+NOTEBOOK_MODELS = {"the tiny model": load_params(TINY_MODEL_DIR)} | {
+    shape.name: params_from_dict(shape.params, source=shape.name) for shape in SHAPES.values()}
+
+
+def sizes_of(size):
+    """Each value of `size` (a Params attribute: "dim", "head_dim", "n_rep") among NOTEBOOK_MODELS, and the models
+    that have it, as words: "the tiny model", "Meta-Llama-3-8B and Llama 3.1 8B"."""
+    found = {}
+    for name, params in NOTEBOOK_MODELS.items():
+        found.setdefault(getattr(params, size), []).append(name)
+    return {value: ", ".join(names[:-1]) + " and " * (len(names) > 1) + names[-1] for value, names in found.items()}
 
 
 def head_queries_reference(x, wq, n_heads, h):
@@ -18,6 +34,11 @@ HEAD_QUERIES_MISTAKES = {
         lambda x, wq, n_heads, h: linear(x, wq[h::n_heads]),
     "wq is not transposed: the projection is x @ wq.T":
         lambda x, wq, n_heads, h: (x @ wq).view(len(x), n_heads, -1)[:, h],
+} | {
+    f"head h's rows are cut with head_dim = {head_dim}, the head_dim of {names}; the check's models have other "
+    "sizes than the notebook's `p`: head_dim is wq.shape[0] // n_heads":
+        lambda x, wq, n_heads, h, head_dim=head_dim: x @ wq[h * head_dim:(h + 1) * head_dim].T
+    for head_dim, names in sizes_of("head_dim").items()
 }
 
 

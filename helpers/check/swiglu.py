@@ -33,6 +33,9 @@ HIDDEN_DIM_MISTAKES = {
     "ffn_dim_multiplier is applied after rounding; it comes before":
         lambda dim, multiple_of, ffn_dim_multiplier:
             _scaled(_round_up(int(2 * 4 * dim / 3), multiple_of), ffn_dim_multiplier),
+    "it rounds to the nearest multiple of multiple_of; Meta's rule rounds up":
+        lambda dim, multiple_of, ffn_dim_multiplier:
+            round(_scaled(int(2 * 4 * dim / 3), ffn_dim_multiplier) / multiple_of) * multiple_of,
 }
 
 
@@ -44,7 +47,8 @@ def hidden_dim(my_hidden_dim):
         "Meta-Llama-3-8B": (4096, 1024, 1.3),
         "Llama 3.2 1B": (2048, 256, 1.5),
         "Llama 3.2 3B": (3072, 256, 1.0),
-        "no ffn_dim_multiplier": (4096, 256, None),
+        "Llama 2 7B, no ffn_dim_multiplier": (4096, 256, None),
+        "Llama 2 13B, no ffn_dim_multiplier": (5120, 256, None),  # 13653 is nearer 13568 than 13824
     }
     cases = {f"{name} {shape}": lambda fn, shape=shape: fn(*shape) for name, shape in shapes.items()}
     report(my_hidden_dim, cases, hidden_dim_reference, HIDDEN_DIM_MISTAKES)
