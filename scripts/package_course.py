@@ -6,7 +6,9 @@
 The wheel holds `helpers` and the embedded tiny Llama 3 (pyproject.toml), for `%pip install` on Colab or
 a laptop. The Kaggle folder holds that wheel; the same package unpacked in package/, which a notebook's
 first cell puts on sys.path (Kaggle notebooks often run with Internet off, so nothing is installed);
-the notebooks, English and Chinese (notebooks/zh/); and dataset-metadata.json. The `llama-models`
+the notebooks, English and Chinese (notebooks/zh/); the exercises' solutions (solutions/, as in a clone);
+scripts/fetch_smollm2.py, which fetches the optional real model there once Internet is on; and
+dataset-metadata.json. The `llama-models`
 package, where the course finds Meta's tokenizer.model, is not on Kaggle: package/ also holds the few
 of its files that Llama 3's tokenizer needs. The owner of the dataset comes from --owner, else
 KAGGLE_USERNAME, else ~/.kaggle/kaggle.json; with none, nothing is written.
@@ -34,6 +36,9 @@ SUBTITLE = "The notebook course's package, its tiny Llama 3 and its notebooks"
 # The files of Meta's llama-models package that Llama 3's tokenizer needs (the package is not on Kaggle).
 LLAMA_MODELS_FILES = ["__init__.py", "tokenizer_utils.py", "llama3/__init__.py", "llama3/tokenizer.py",
                       "llama3/tokenizer.model"]
+# What the dataset holds beside package/, where a notebook's text points a learner (paths as in a clone). The
+# wheel holds none of it: it is for import, and these are files to read or run.
+BESIDE_PACKAGE = ["solutions", "scripts/fetch_smollm2.py"]
 LICENCE_NOTE = (
     "package/llama_models holds the files of Meta's llama-models package that Llama 3's tokenizer needs, "
     "copied unchanged; tokenizer.model is distributed under the Llama 3 Community License "
@@ -52,15 +57,21 @@ def run_pip(*args):
         raise PackagingError(f"pip {args[0]} failed:\n{result.stdout}{result.stderr}")
 
 
+def copy_from_clone(names, folder):
+    """Copy files and folders of the clone, by their paths in it, to the same paths under `folder`."""
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        if (REPO_ROOT / name).is_dir():
+            shutil.copytree(REPO_ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO_ROOT / name, folder / name)
+
+
 def build_wheel(out_dir):
     """Build the course's wheel into `out_dir` from a copy of the sources, so that the build's build/ and
     *.egg-info folders never land in the repository. Needs setuptools 70.1 or later (no network)."""
     with tempfile.TemporaryDirectory(prefix="course-source-") as source:
-        for name in SOURCES:
-            if (REPO_ROOT / name).is_dir():
-                shutil.copytree(REPO_ROOT / name, Path(source) / name, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy(REPO_ROOT / name, Path(source) / name)
+        copy_from_clone(SOURCES, Path(source))
         with tempfile.TemporaryDirectory(prefix="course-wheel-") as built:
             try:
                 run_pip("wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", built, source)
@@ -100,7 +111,11 @@ def metadata(owner):
     return {"title": TITLE, "subtitle": SUBTITLE, "id": f"{owner}/{SLUG}", "licenses": [{"name": "other"}],
             "description": "The package and notebooks of the course Llama 3 from scratch. Attach this dataset "
                            "to a notebook and run the notebook's first cell: it imports the course from "
-                           f"package/. {LICENCE_NOTE}"}
+                           "package/. The exercises' solutions are in solutions/ (solutions/01_tokenizer.py and "
+                           "so on). scripts/fetch_smollm2.py fetches SmolLM2-135M-Instruct, the real model of the "
+                           "notebooks' optional sections, once the notebook's Internet is on; those sections say "
+                           "how when it is missing. "
+                           f"{LICENCE_NOTE}"}
 
 
 def copy_meta_tokenizer(package):
@@ -139,6 +154,7 @@ def build_kaggle(out_dir, owner):
             shutil.copy(notebook, new / "notebooks")
         for notebook in sorted((REPO_ROOT / "notebooks" / "zh").glob("*.ipynb")):  # the Chinese edition
             shutil.copy(notebook, new / "notebooks" / "zh")
+        copy_from_clone(BESIDE_PACKAGE, new)
         (new / "dataset-metadata.json").write_text(json.dumps(metadata(owner), indent=2) + "\n")
         (new / "NOTICE.txt").write_text(LICENCE_NOTE + "\n")
         if out_dir.exists():

