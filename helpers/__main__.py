@@ -26,11 +26,13 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m helpers",
         description="Predict the next token, or write text, with the course's from-scratch Llama 3.",
-        epilog="The model is found as in helpers/model.py: --model, then LLAMA3_DIR, then a Kaggle "
-        "input, then llama-3-8B/original, then the embedded tiny model.",
+        epilog="The model is found as in helpers/model.py: --model, then LLAMA3_DIR, then a Kaggle input, then "
+        "the folders notebook 00 downloads into (llama-3-8B/original, Llama-3.2-1B/original, ..., or the folder "
+        "above for Hugging Face's format), then the embedded tiny model.",
     )
     parser.add_argument("prompt", help="the text to continue (quote it)")
-    parser.add_argument("--model", metavar="DIR", help="a Llama 3 folder with params.json and consolidated.00.pth")
+    parser.add_argument("--model", metavar="DIR", help="a Llama 3 folder with params.json and consolidated.00.pth, "
+                        "or config.json and model*.safetensors")
     parser.add_argument("--chat", action="store_true",
                         help="wrap the prompt as a user message in Llama 3 Instruct's chat format "
                         "(for Meta-Llama-3-8B-Instruct)")
@@ -39,7 +41,7 @@ def parse_args(argv):
     parser.add_argument("--top", type=int, default=5, metavar="K", help="how many next tokens to list (default 5)")
     sampling = parser.add_argument_group("generation")
     sampling.add_argument("--generate", type=int, metavar="N", help="write up to N new tokens (stops early at "
-                          "<|end_of_text|> or <|eot_id|>) instead of listing the next tokens")
+                          "<|end_of_text|>, <|eot_id|> or <|eom_id|>) instead of listing the next tokens")
     sampling.add_argument("--temperature", type=float, default=0.0, metavar="T",
                           help="0 is greedy (the default); above 0 samples, more randomly as T grows")
     sampling.add_argument("--top-k", type=int, metavar="K", help="sample only among the K most likely tokens")

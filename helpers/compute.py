@@ -11,7 +11,7 @@ import torch
 
 from . import kernels
 from .int8 import Int8Weight, onednn_here, whole_of
-from .tolerance import FLOAT32_TOLERANCE, assert_close  # noqa: F401  (helpers/check.py imports them from here)
+from .tolerance import FLOAT32_TOLERANCE, assert_close  # noqa: F401  (helpers/check/harness.py imports them from here)
 
 # A block: 2^20 numbers of a matrix in float32 (4 MiB), and never fewer than 256 rows: on the 8B's w2, 14336
 # wide, that is 73 rows, and oneDNN's product of a prompt by blocks of 64 rows took 1.8 times as long as by

@@ -1,4 +1,4 @@
-"""A layer-by-layer debugger: your pieces of the forward pass next to the course's (notebook 07b).
+"""A layer-by-layer debugger: your pieces of the forward pass next to the course's (notebooks 06 and 07b).
 
     print(compare_forward(model, tokens, attention=my_attention))
 

@@ -189,8 +189,8 @@ def generate(model, prompt, max_new_tokens, temperature=0.0, top_k=None, top_p=N
     - `prompt`: a str (encoded after <|begin_of_text|>) or a list of token ids (used as given).
     - `temperature=0` is greedy; above 0 it samples, after the `top_k` and `top_p` filters
       (see `sample_next`). `seed` makes sampling repeatable; None uses PyTorch's global generator.
-    - It stops after a token in `stop_ids` (default: the tokenizer's <|end_of_text|> and
-      <|eot_id|>; pass `()` to never stop early) or after `max_new_tokens` tokens.
+    - It stops after a token in `stop_ids` (default: the tokenizer's <|end_of_text|>,
+      <|eot_id|> and <|eom_id|>; pass `()` to never stop early) or after `max_new_tokens` tokens.
     - `use_cache=True` runs the prompt once, then one position per step, with a `KVCache`;
       `use_cache=False` recomputes the whole sequence at every step (same tokens, slower).
     - `on_text(str)` is called with the new text as it is decoded, never half a character;

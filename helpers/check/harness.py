@@ -2,9 +2,10 @@
 
 `report` runs the learner's function, helpers' reference and each known mistake on the same cases and
 prints one line (see helpers/check/__init__.py). The cases come from three models (`MODELS`): the
-embedded tiny Llama 3 on the classic prompt, and two small random ones built here, seeded, whose sizes
-all differ from each other and from the tiny model's, so that a function which confuses two sizes (dim
-and head_dim, n_heads and head_dim) gives another result. Each tensor is computed once per model.
+embedded tiny Llama 3 on the classic prompt, and two small random ones built here, seeded, whose dim,
+number of query heads, head_dim and n_rep differ from the tiny model's, and whose sizes differ from each
+other within each model, so that a function which confuses two sizes (dim and head_dim, n_heads and
+head_dim) gives another result. Each tensor is computed once per model.
 """
 
 import functools
