@@ -10,6 +10,8 @@ import torch
 from helpers import attention as course_attention
 from helpers import check, feed_forward, linear, rms_norm, rope_frequencies, transformer_block
 
+from conftest import load_script
+
 TINY = check.tiny_model().params  # the notebook's `p`, on the tiny model
 
 
@@ -179,3 +181,76 @@ def test_the_right_versions_of_these_functions_are_correct(capsys):
     for name, function in right.items():
         getattr(check, name)(function)
         assert capsys.readouterr().out == "correct\n", name
+
+
+# ---- What a check sees beyond the values returned -------------------------------------------------------------
+
+def rms_norm_in_place(x, weight, eps):
+    return x.mul_(torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)).mul_(weight)
+
+
+def merge_in_place(ids, pair, new_id):
+    i = 0
+    while i < len(ids) - 1:
+        if (ids[i], ids[i + 1]) == pair:
+            ids[i:i + 2] = [new_id]
+        i += 1
+    return ids
+
+
+def block_adding_in_place(x, layer, params, freqs):
+    x += course_attention(rms_norm(x, layer["attention_norm"], params.norm_eps), layer["wq"], layer["wk"],
+                          layer["wv"], layer["wo"], params.n_heads, params.n_kv_heads, freqs)
+    x += feed_forward(rms_norm(x, layer["ffn_norm"], params.norm_eps), layer["w1"], layer["w2"], layer["w3"])
+    return x
+
+
+@pytest.mark.parametrize("name, learner, argument", [
+    ("rms_norm", rms_norm_in_place, "`x`"),
+    ("merge", merge_in_place, "`ids`"),
+    ("transformer_block", block_adding_in_place, "`x`"),
+])
+def test_a_function_that_changes_its_argument_in_place_is_wrong(capsys, name, learner, argument):
+    """Right values, but the caller's data changed: each check says which argument, whatever the values."""
+    getattr(check, name)(learner)
+    assert capsys.readouterr().out.startswith(f"wrong: your function changes its argument {argument} in place")
+
+
+def test_a_pair_is_a_tuple_and_a_merge_a_list(capsys):
+    def pairs(ids):
+        counts = {}
+        for pair in zip(ids, ids[1:], strict=False):
+            counts[pair] = counts.get(pair, 0) + 1
+        return max(counts, key=counts.get)
+
+    check.most_frequent_pair(lambda ids: list(pairs(ids)))
+    assert capsys.readouterr().out.startswith("wrong: it returns a list; a pair is a tuple")
+    check.most_frequent_pair(pairs)
+    assert capsys.readouterr().out == "correct\n"
+    merge = load_script("solutions/01_tokenizer.py").my_merge
+    check.merge(lambda *args: tuple(merge(*args)))
+    assert capsys.readouterr().out == "wrong: it returns a tuple; merge returns a new list of ids\n"
+
+
+def top_p_in_float64(logits, p):
+    probs, order = logits.double().softmax(-1).sort(descending=True)
+    keep = order[probs.cumsum(0) - probs < p]
+    out = torch.full_like(logits, -math.inf)
+    out[keep] = logits[keep]
+    return out
+
+
+def test_top_p_summed_in_float64_is_correct(capsys):
+    """At temperature 2 the tiny model's p = 0.9 cut fell among 95,000 tokens of 3e-6 each, where float32's
+    rounding of the running sum decided one token: the sum in float64 was told it was off by inf."""
+    check.top_p(top_p_in_float64)
+    assert capsys.readouterr().out == "correct\n"
+
+
+def test_no_top_p_case_lies_within_rounding_of_a_cut():
+    from helpers.check.generate import TOP_P_CASES, TOP_P_TEMPERATURE, first_token_logits
+    for name, temperature in TOP_P_TEMPERATURE.items():
+        probs = (first_token_logits(name) / temperature).double().softmax(-1).sort(descending=True).values
+        before = probs.cumsum(0) - probs
+        for p in TOP_P_CASES:
+            assert (before - p).abs().min() > 1e-4, (name, p)

@@ -12,6 +12,9 @@ Each check runs the learner's function (or class) on the embedded tiny model's r
   even where the rows come out right);
 - otherwise what is off: a shape, a dtype, a NaN and where it comes from, or how far and where.
 
+A function that changes a tensor or list it was given (`x += ...`, `x.mul_(...)`) is wrong even where its
+results are right: the check names the argument.
+
 An exception inside the learner's function is reported in one line, with the case that raised it; a check
 never raises for it.
 `MISTAKES` lists every check's mistakes, by the diagnosis each one prints. The verdict and the tiny

@@ -8,7 +8,9 @@ other within each model, so that a function which confuses two sizes (dim and he
 head_dim) gives another result. Each tensor is computed once per model.
 """
 
+import copy
 import functools
+import inspect
 from pathlib import Path
 
 import torch
@@ -48,7 +50,46 @@ BFLOAT16_HINT = ("the model's tensors are stored in bfloat16 and the course comp
 
 def verdict(learner, cases, reference, mistakes, nan=NAN_ANYWHERE):
     """The line a check prints. `cases` maps a label to a runner, which calls a function on that case's inputs;
-    `nan` says where a NaN in the learner's output comes from."""
+    `nan` says where a NaN in the learner's output comes from. A function that changes an argument in place is
+    wrong even where its results are right (a class, such as a cache, is left to change itself)."""
+    changed = []
+    line = _verdict(learner if isinstance(learner, type) else watched(learner, changed), cases, reference, mistakes,
+                    nan)
+    if changed and line == "correct":
+        return f"wrong: {changed[0]}"
+    return f"{line}; also, {changed[0]}" if changed and line.startswith("wrong") else line
+
+
+def watched(learner, changed):
+    """`learner`, noting in `changed` how it changed a tensor or list given to it, if it did."""
+    def call(*args):
+        before = [copy.deepcopy(a) if isinstance(a, (torch.Tensor, list)) else None for a in args]
+        result = learner(*args)
+        for i, (arg, old) in enumerate(zip(args, before, strict=True)):
+            if old is not None and not unchanged(arg, old) and not changed:
+                kind = "list" if isinstance(arg, list) else "tensor"
+                changed.append(f"your function changes its argument {argument_name(learner, i)} in place "
+                               "(with +=, an operation ending in _, or an assignment into it), so the caller's "
+                               f"{kind} changes too: leave it as it is, and compute into a new one")
+        return result
+    return call
+
+
+def unchanged(arg, old):
+    if isinstance(arg, list):
+        return arg == old
+    return (arg.shape == old.shape and arg.dtype == old.dtype
+            and bool(((arg == old) | (arg.isnan() & old.isnan())).all()))
+
+
+def argument_name(function, i):
+    try:
+        return f"`{list(inspect.signature(function).parameters)[i]}`"
+    except (TypeError, ValueError, IndexError):
+        return f"number {i + 1}"
+
+
+def _verdict(learner, cases, reference, mistakes, nan):
     got = {}
     for label, run in cases.items():
         try:

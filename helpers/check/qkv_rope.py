@@ -83,6 +83,9 @@ ROPE_MISTAKES = {
         lambda x, rope_theta: rotate_adjacent_pairs(x, -pair_angles(len(x), x.shape[-1], rope_theta)),
     "the 2 is missing from theta_j = rope_theta ** (-2j / head_dim)":
         lambda x, rope_theta: rotate_adjacent_pairs(x, pair_angles(len(x), x.shape[-1], rope_theta, exponent_step=1)),
+    "the 2 is counted twice: torch.arange(0, head_dim, 2) already holds 2j, so theta_j = rope_theta ** (-that / "
+    "head_dim), with no second 2":
+        lambda x, rope_theta: rotate_adjacent_pairs(x, pair_angles(len(x), x.shape[-1], rope_theta, exponent_step=4)),
     "rope_theta is written as 500000 (Meta-Llama-3-8B's): use the rope_theta argument, models differ":
         lambda x, rope_theta: rope_reference(x, 500000.0),
     "each pair's two outputs are swapped: the first is a cos - b sin, the second a sin + b cos":

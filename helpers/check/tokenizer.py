@@ -4,7 +4,7 @@ only the order in which tied pairs were first seen picks the answer."""
 
 from collections import Counter
 
-from .harness import PROMPT, report
+from .harness import PROMPT, verdict
 
 PROMPT_BYTES = list(PROMPT.encode("utf-8"))
 TH, THE = (ord("t"), ord("h")), (256, ord("e"))  # the prompt's first merges: "th" -> 256, then "th" "e" -> 257
@@ -67,7 +67,12 @@ def most_frequent_pair(my_most_frequent_pair):
         str(OVERLAPPING): lambda fn: fn(list(OVERLAPPING)),
         **{str(ids): lambda fn, ids=ids: fn(list(ids)) for ids in TIES},
     }
-    report(my_most_frequent_pair, cases, most_frequent_pair_reference, MOST_FREQUENT_PAIR_MISTAKES)
+    line = verdict(my_most_frequent_pair, cases, most_frequent_pair_reference, MOST_FREQUENT_PAIR_MISTAKES)
+    got = my_most_frequent_pair(list(PROMPT_BYTES)) if line == "correct" else None
+    if line == "correct" and not isinstance(got, tuple):
+        line = (f"wrong: it returns a {type(got).__name__}; a pair is a tuple (a, b), which a dict can take as a key, "
+                "as train_bpe's merges do")
+    print(line)
 
 
 def _merge_first_only(ids, pair, new_id):
@@ -126,4 +131,8 @@ def merge(my_merge):
         "merging 'th' 'e' into 257": lambda fn: fn(list(AFTER_TH), THE, 257),
         f"merging (5, 5) in {OVERLAPPING} into 256": lambda fn: fn(list(OVERLAPPING), (5, 5), 256),
     }
-    report(my_merge, cases, merge_reference, MERGE_MISTAKES)
+    line = verdict(my_merge, cases, merge_reference, MERGE_MISTAKES)
+    got = my_merge(list(PROMPT_BYTES), TH, 256) if line == "correct" else None
+    if line == "correct" and not isinstance(got, list):
+        line = f"wrong: it returns a {type(got).__name__}; merge returns a new list of ids"
+    print(line)
