@@ -254,3 +254,15 @@ def test_no_top_p_case_lies_within_rounding_of_a_cut():
         before = probs.cumsum(0) - probs
         for p in TOP_P_CASES:
             assert (before - p).abs().min() > 1e-4, (name, p)
+
+
+def test_a_top_k_off_by_one_is_not_correct(capsys):
+    """In the other cases top-p keeps fewer tokens than k, so one more token in top-k changed nothing."""
+    from helpers.generate import top_k_filter, top_p_filter
+
+    def one_more(logits, temperature, top_k, top_p):
+        kept = top_k_filter(logits / temperature, top_k + 1 if top_k else top_k)
+        return torch.softmax(top_p_filter(kept, top_p), dim=-1)
+
+    check.sampling_probs(one_more)
+    assert capsys.readouterr().out.startswith("wrong: the tiny model, temperature 2.0, top_k 5, top_p 0.95")

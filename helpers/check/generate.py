@@ -102,7 +102,8 @@ SAMPLING_PROBS_MISTAKES = {
 def sampling_probs(my_sampling_probs):
     """Exercise 07: the probabilities sample_next draws from: logits / temperature, then top-k, then top-p,
     then softmax."""
-    settings = {"tiny": [(2.0, 50, 0.5), (0.5, None, 0.9)], TWO_MODELS[1]: [(1.5, 20, 0.6)]}
+    # The last tiny case keeps all of top-k's 5 tokens, so that a top-k off by one shows.
+    settings = {"tiny": [(2.0, 50, 0.5), (0.5, None, 0.9), (2.0, 5, 0.95)], TWO_MODELS[1]: [(1.5, 20, 0.6)]}
     cases = {f"{described(name)}, temperature {t}, top_k {k}, top_p {p}":
              lambda fn, name=name, t=t, k=k, p=p: fn(first_token_logits(name).clone(), t, k, p)
              for name, each in settings.items() for t, k, p in each}
