@@ -62,6 +62,7 @@ def sample_next(logits, temperature=0.0, top_k=None, top_p=None, generator=None)
     token is drawn from their softmax with `generator` (a seeded
     `torch.Generator`, or None for PyTorch's global one).
     """
+    check_temperature(temperature)
     if temperature == 0:
         return int(logits.argmax())
     # Shifting the logits so that the largest is 0 changes no probability, and keeps a tiny
@@ -158,6 +159,13 @@ def as_token_ids(model, prompt):
     return check_tokens(model, prompt).tolist()
 
 
+def check_temperature(temperature):
+    """A LlamaError for a temperature that is not 0 or a finite number above 0 (below 0 would favour the least
+    likely tokens)."""
+    if not math.isfinite(temperature) or temperature < 0:
+        raise LlamaError(f"The temperature must be 0 (greedy) or a finite number above 0, not {temperature}.")
+
+
 def check_generation(model, ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None):
     """A clear LlamaError for a request that cannot work, before any work is done."""
     if max_new_tokens < 0:
@@ -175,8 +183,7 @@ def check_generation(model, ids, max_new_tokens, temperature=0.0, top_k=None, to
             f"the model's context of {context}. Shorten the prompt or ask for at most "
             f"{context - len(ids)} new tokens."
         )
-    if not math.isfinite(temperature) or temperature < 0:
-        raise LlamaError(f"The temperature must be 0 (greedy) or a finite number above 0, not {temperature}.")
+    check_temperature(temperature)
     # The filters check their own settings; run them on a dummy distribution.
     top_p_filter(top_k_filter(torch.zeros(2), top_k), top_p)
 

@@ -152,6 +152,9 @@ def quantize_model(model, group_size=None, activations="float32"):
         raise LlamaError(f'activations="int8" multiplies whole rows in integers, so it needs one scale per row: '
                          f"leave out group_size={group_size}.")
     check_activations(activations)
+    if any(isinstance(w, Int8Weight) for w in model.weights.values()):
+        raise LlamaError("This model is already quantised (its matrices are Int8Weights): quantise the model that "
+                         "load_model returned, or use this one as it is (with_activations changes its activations).")
     weights = dict(model.weights)
     for i in range(model.params.n_layers):
         for parts in JOINED.values():

@@ -13,7 +13,7 @@ import torch
 from .errors import LlamaError
 from .hf_format import safetensors_extent
 from .int8 import Int8Weight, split_rows, whole_of
-from .model import Llama, load_tokenizer
+from .model import Llama, tokenizer_for
 from .params import JOINED, expected_shapes, params_from_dict, params_to_dict
 
 FORMAT = "llama3-from-scratch int8"
@@ -42,8 +42,16 @@ def save_int8(model, path):
             tensors[name] = w
     metadata = {"format": FORMAT, "params": json.dumps(params_to_dict(model.params))}
     path = Path(path)
+    if path.is_dir():
+        raise LlamaError(f"{path} is a folder: give save_int8 a file name, such as {path / 'model-int8.safetensors'}.")
+    if not path.parent.is_dir():
+        raise LlamaError(f"The folder {path.parent} does not exist: create it first, or save elsewhere.")
     partial = path.with_name(path.name + ".partial")  # renamed only when complete
-    save_file({name: t.contiguous() for name, t in tensors.items()}, partial, metadata=metadata)
+    try:
+        save_file({name: t.contiguous() for name, t in tensors.items()}, partial, metadata=metadata)
+    except BaseException:  # a full disk, Ctrl-C: nothing half-written is left
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(path)
     return path
 
@@ -127,4 +135,4 @@ def load_int8(path):
     if tensors:
         raise LlamaError(f"{path} holds tensors its params do not explain ({', '.join(list(tensors)[:3])}). "
                          "Save the model again with helpers.save_int8.")
-    return Llama(path, params, weights, load_tokenizer(path.parent))
+    return Llama(path, params, weights, tokenizer_for(path.parent, params, f"{path}'s params"))

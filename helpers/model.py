@@ -159,6 +159,17 @@ def load_tokenizer(model_dir):
     return Tokenizer(None)
 
 
+def tokenizer_for(model_dir, params, source):
+    """The tokenizer of the model in `model_dir`, checked against the vocabulary its params (from `source`) give."""
+    tokenizer = load_tokenizer(model_dir)
+    if tokenizer.n_vocab != params.vocab_size:
+        raise LlamaError(
+            f"{source} says vocab_size={params.vocab_size}, but the tokenizer has {tokenizer.n_vocab} tokens "
+            f"({tokenizer.path.name}). Llama 3 has 128,256: are the two from the same model?"
+        )
+    return tokenizer
+
+
 def load_model(path=None, verbose=True, rope_scaling_factor=None):
     """Find, check and memory-map a model; see `find_model` for where it looks.
 
@@ -174,11 +185,6 @@ def load_model(path=None, verbose=True, rope_scaling_factor=None):
         print(f"RoPE: scaled by {params.rope_scaling_factor:g} ({params.rope_scaling_source}); context "
               f"{params.max_seq_len:,} tokens.")
         print("To choose another factor, pass rope_scaling_factor= to load_model() or --rope-scaling-factor.")
-    tokenizer = load_tokenizer(model_dir)
-    if tokenizer.n_vocab != params.vocab_size:
-        raise LlamaError(
-            f"{'config.json' if hf else 'params.json'} says vocab_size={params.vocab_size}, but the tokenizer has "
-            f"{tokenizer.n_vocab} tokens ({tokenizer.path.name}). Llama 3 has 128,256: are the two from the same model?"
-        )
+    tokenizer = tokenizer_for(model_dir, params, "config.json" if hf else "params.json")
     weights = load_hf_weights(model_dir, params) if hf else load_weights(model_dir, params)
     return Llama(Path(model_dir), params, weights, tokenizer)

@@ -187,6 +187,10 @@ def params_from_dict(raw, source="params.json"):
     for key in _POSITIVE_NUMBERS:
         if key in values and not (math.isfinite(values[key]) and values[key] > 0):
             raise LlamaError(f"{source}: {key!r} must be a finite number above 0, but it is {values[key]}.")
+    multiplier = values.get("ffn_dim_multiplier")
+    if multiplier is not None and not (math.isfinite(multiplier) and multiplier > 0):
+        raise LlamaError(f"{source}: 'ffn_dim_multiplier' must be a finite number above 0 (or absent), but it is "
+                         f"{multiplier}.")
     factor, high = values.pop("rope_scaling_factor", None), values.pop("rope_high_freq_factor", None)
     if values.pop("use_scaled_rope", False):
         values.setdefault("max_seq_len", SCALED_ROPE_MAX_SEQ_LEN)

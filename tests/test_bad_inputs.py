@@ -143,3 +143,70 @@ def test_checkpoint_with_tensors_params_json_does_not_explain(tmp_path, extra, m
     write_model(tmp_path, params, weights | {name: weights["norm.weight"] for name in extra})
     with pytest.raises(LlamaError, match=re.escape(message)):
         load_weights(tmp_path, params)
+
+
+def test_an_int8_file_beside_another_models_tokenizer(tiny, tmp_path):
+    """load_int8 checks the tokenizer beside the file against its vocabulary, as load_model does: a cut
+    tokenizer.model once gave <|begin_of_text|> the id 64000 and generated '!!!' without a word."""
+    from helpers import quantize_model, save_int8
+    from helpers.int8_file import load_int8
+
+    path = save_int8(quantize_model(tiny), tmp_path / "tiny-int8.safetensors")
+    lines = tiny.tokenizer.path.read_text().splitlines(keepends=True)
+    (tmp_path / "tokenizer.model").write_text("".join(lines[:64000]))
+    with pytest.raises(LlamaError, match="says vocab_size=128256, but the tokenizer has 64256 tokens"):
+        load_int8(path)
+
+
+def test_save_int8_to_a_folder_or_a_missing_folder_leaves_nothing(tiny, tmp_path):
+    from helpers import quantize_model, save_int8
+
+    q = quantize_model(tiny)
+    with pytest.raises(LlamaError, match="is a folder: give save_int8 a file name"):
+        save_int8(q, tmp_path)
+    with pytest.raises(LlamaError, match="does not exist: create it first"):
+        save_int8(q, tmp_path / "no such folder" / "x.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_int8_that_fails_midway_leaves_no_partial_file(tiny, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    from helpers import quantize_model, save_int8
+
+    def full_disk(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"\0" * 1000)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_int8(quantize_model(tiny), tmp_path / "x.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0, -1.3])
+def test_ffn_dim_multiplier_out_of_range(value):
+    from helpers import params_from_dict
+
+    raw = dict(dim=64, n_layers=2, n_heads=8, n_kv_heads=2, vocab_size=128256, multiple_of=32, norm_eps=1e-5,
+               rope_theta=500000.0, ffn_dim_multiplier=value)
+    with pytest.raises(LlamaError, match="'ffn_dim_multiplier' must be a finite number above 0"):
+        params_from_dict(raw)
+
+
+@pytest.mark.parametrize("temperature", [-1.0, float("nan"), float("inf")])
+def test_sample_next_refuses_a_temperature_below_zero_or_not_finite(temperature):
+    """A temperature below 0 would turn the distribution upside down, favouring the least likely tokens."""
+    import torch
+
+    from helpers import sample_next
+
+    with pytest.raises(LlamaError, match="The temperature must be 0"):
+        sample_next(torch.tensor([3.0, 1.0, 0.0]), temperature)
+
+
+def test_quantizing_a_quantized_model(tiny):
+    from helpers import quantize_model
+
+    with pytest.raises(LlamaError, match="already quantised"):
+        quantize_model(quantize_model(tiny))
