@@ -94,6 +94,8 @@ def run(args):
     if args.generate is None and sampling_options(args):
         names = ", ".join(sampling_options(args))
         raise LlamaError(f"{names}: these options work only together with --generate N (how many tokens to write).")
+    if args.top < 1:
+        raise LlamaError(f"--top must be at least 1 (how many next tokens to list), not {args.top}.")
     prompt = valid_utf8(args.prompt)
     model = load_model(args.model, rope_scaling_factor=args.rope_scaling_factor)
     tokenizer = model.tokenizer

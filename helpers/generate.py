@@ -9,6 +9,7 @@ The token is appended and the loop goes on until a stop token or a length limit.
 
 import codecs
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -159,15 +160,30 @@ def as_token_ids(model, prompt):
     return check_tokens(model, prompt).tolist()
 
 
+def whole_number(value, what):
+    """`value` as an int, or a LlamaError naming `what` for a float, a str, a bool or None."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise LlamaError(f"{what} must be a whole number, not {value!r}.") from None
+
+
 def check_temperature(temperature):
     """A LlamaError for a temperature that is not 0 or a finite number above 0 (below 0 would favour the least
     likely tokens)."""
+    if isinstance(temperature, (str, bytes)) or temperature is None:
+        raise LlamaError(f"The temperature must be a number: 0 (greedy) or above, not {temperature!r}.")
     if not math.isfinite(temperature) or temperature < 0:
         raise LlamaError(f"The temperature must be 0 (greedy) or a finite number above 0, not {temperature}.")
 
 
 def check_generation(model, ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None):
     """A clear LlamaError for a request that cannot work, before any work is done."""
+    max_new_tokens = whole_number(max_new_tokens, "The number of new tokens")
+    if top_k is not None:
+        whole_number(top_k, "top-k")
     if max_new_tokens < 0:
         raise LlamaError(f"The number of new tokens must be 0 or more, not {max_new_tokens}.")
     total, context = len(ids) + max_new_tokens, model.params.max_seq_len

@@ -210,3 +210,23 @@ def test_quantizing_a_quantized_model(tiny):
 
     with pytest.raises(LlamaError, match="already quantised"):
         quantize_model(quantize_model(tiny))
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(max_new_tokens=2.5), "The number of new tokens must be a whole number, not 2.5."),
+    (dict(max_new_tokens="5"), "The number of new tokens must be a whole number, not '5'."),
+    (dict(max_new_tokens=True), "The number of new tokens must be a whole number, not True."),
+    (dict(max_new_tokens=2, temperature=1.0, top_k=2.5), "top-k must be a whole number, not 2.5."),
+    (dict(max_new_tokens=2, temperature="0.5"), "The temperature must be a number: 0 (greedy) or above, not '0.5'."),
+])
+def test_generation_settings_of_the_wrong_type(tiny, settings, message):
+    """A float count once made a torch error deep in the cache (or, without it, silently one token more)."""
+    with pytest.raises(LlamaError, match=re.escape(message)):
+        generate(tiny, "Hi", **settings)
+
+
+def test_the_command_line_refuses_top_below_one(capsys):
+    from helpers.__main__ import main
+
+    assert main(["Hi", "--top", "0"]) == 1
+    assert "--top must be at least 1 (how many next tokens to list), not 0." in capsys.readouterr().err
