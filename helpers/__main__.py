@@ -38,7 +38,8 @@ def parse_args(argv):
                         "(for Meta-Llama-3-8B-Instruct)")
     parser.add_argument("--rope-scaling-factor", type=float, metavar="F",
                         help="RoPE's scale factor for a Llama 3.1+ model, instead of the one chosen for it")
-    parser.add_argument("--top", type=int, default=5, metavar="K", help="how many next tokens to list (default 5)")
+    parser.add_argument("--top", type=int, metavar="K", help="how many next tokens to list (default 5; not with "
+                        "--generate)")
     sampling = parser.add_argument_group("generation")
     sampling.add_argument("--generate", type=int, metavar="N", help="write up to N new tokens (stops early at "
                           "<|end_of_text|>, <|eot_id|> or <|eom_id|>) instead of listing the next tokens")
@@ -94,6 +95,10 @@ def run(args):
     if args.generate is None and sampling_options(args):
         names = ", ".join(sampling_options(args))
         raise LlamaError(f"{names}: these options work only together with --generate N (how many tokens to write).")
+    if args.generate is not None and args.top is not None:
+        raise LlamaError("--top lists the likeliest next tokens instead of writing text; it does nothing with "
+                         "--generate. Leave one of the two out (to sample among the K likeliest, use --top-k K).")
+    args.top = 5 if args.top is None else args.top
     if args.top < 1:
         raise LlamaError(f"--top must be at least 1 (how many next tokens to list), not {args.top}.")
     prompt = valid_utf8(args.prompt)

@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 
 from .errors import LlamaError
-from .params import expected_shapes
+from .params import expected_shapes, missing_layer
+
+WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
 def checkpoint_file(model_dir):
@@ -28,12 +30,23 @@ def checkpoint_file(model_dir):
             f"{model_dir} holds {len(files)} checkpoint shards; this course loads single-file checkpoints "
             "such as Meta-Llama-3-8B's. The 70B model is split across 8 files and needs 140 GB anyway."
         )
+    check_link(files[0])
     if files[0].is_dir():
         raise LlamaError(
             f"{files[0]} is a directory, not a file: Meta's checkpoint is a single file (16 GB for the 8B). "
             "Delete or rename the directory, then download the file again (notebook 00) or copy it there."
         )
     return files[0]
+
+
+def check_link(path):
+    """A LlamaError if `path` is a link to nothing, as Hugging Face's cache leaves one when a download stopped."""
+    if path.is_symlink() and not path.exists():
+        raise LlamaError(
+            f"{path} is a link to {path.readlink()}, which does not exist: a download that stopped before the "
+            "file was complete (Hugging Face's cache links each file to its data), or a file moved since. "
+            "Download the model again (notebook 00)."
+        )
 
 
 def load_weights(model_dir, params):
@@ -81,6 +94,13 @@ def load_weights(model_dir, params):
 
 def check_weights(weights, params, source="the checkpoint"):
     """Raise a clear error if names or shapes disagree with params.json."""
+    layer = missing_layer(weights, params.n_layers)
+    if layer is not None:
+        raise LlamaError(
+            f"{source} has no tensor 'layers.{layer}.attention.wq.weight' (nothing of layer {layer}), though "
+            f"params.json says n_layers={params.n_layers}. The checkpoint and params.json come from different "
+            "models, or the file is incomplete."
+        )
     expected = expected_shapes(params)
     missing = [name for name in expected if name not in weights]
     if missing:
@@ -107,6 +127,9 @@ def check_weights(weights, params, source="the checkpoint"):
         tensor = weights[name]
         if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
             raise LlamaError(f"{source}: {name!r} is not a floating-point tensor.")
+        if tensor.dtype not in WEIGHT_DTYPES:  # float8 needs scales this file does not have; float64 is no Llama's
+            raise LlamaError(f"{source}: {name!r} is stored as {tensor.dtype}; the course reads bf16, fp16 or fp32 "
+                             "weights, as Meta's checkpoints hold (bf16).")
         if tuple(tensor.shape) != shape:
             raise LlamaError(
                 f"{source}: {name!r} has shape {tuple(tensor.shape)}, but params.json implies {shape}. "

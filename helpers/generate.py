@@ -128,9 +128,12 @@ def chat_tokens(tokenizer, messages, add_assistant_header=True):
         return [special["<|start_header_id|>"], *tokenizer.encode(role, bos=False), special["<|end_header_id|>"],
                 *tokenizer.encode("\n\n", bos=False)]
 
+    if isinstance(messages, (str, dict)):
+        raise LlamaError(f"chat_tokens takes a list of messages, not a {type(messages).__name__}: write "
+                         '[{"role": "user", "content": "your text"}].')
     ids = [tokenizer.bos_id]
     for message in messages:
-        role, content = message.get("role"), message.get("content")
+        role, content = (message.get("role"), message.get("content")) if isinstance(message, dict) else (None, None)
         if role not in CHAT_ROLES or not isinstance(content, str):
             raise LlamaError(
                 f"A chat message is a dict with a role ({', '.join(CHAT_ROLES)}) and a str content, "
@@ -168,6 +171,15 @@ def whole_number(value, what):
         return operator.index(value)
     except TypeError:
         raise LlamaError(f"{what} must be a whole number, not {value!r}.") from None
+
+
+def check_seed(seed):
+    """`seed` as an int, or a LlamaError for one that is not a whole number from -2**63 to 2**64 - 1 (what
+    torch.Generator takes)."""
+    seed = whole_number(seed, "The seed")
+    if not -(2**63) <= seed < 2**64:
+        raise LlamaError(f"The seed must be a whole number from -2**63 to 2**64 - 1, not {seed}.")
+    return seed
 
 
 def check_temperature(temperature):
@@ -233,7 +245,7 @@ def generate(model, prompt, max_new_tokens, temperature=0.0, top_k=None, top_p=N
     if on_text is not None and tokenizer is None:
         raise LlamaError("Streaming text needs a tokenizer, and this model has none.")
     stream = TextStream(tokenizer, on_text) if tokenizer is not None else None
-    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    generator = None if seed is None else torch.Generator().manual_seed(check_seed(seed))
     cache = KVCache(model.params, len(ids) + max_new_tokens) if use_cache else None
 
     new_ids, kept_logits, stop_reason = [], [], "max_new_tokens"

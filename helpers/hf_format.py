@@ -14,14 +14,12 @@ import struct
 from collections.abc import MutableMapping
 from pathlib import Path
 
-import torch
-
+from .checkpoint import WEIGHT_DTYPES, check_link
 from .errors import LlamaError
-from .params import SHAPES, Params, expected_shapes
+from .params import SHAPES, Params, expected_shapes, missing_layer
 from .rope import RopeScaling, interleaved_rows
 
 CONFIG, INDEX, SINGLE = "config.json", "model.safetensors.index.json", "model.safetensors"
-DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # Hugging Face's names of a layer's tensors, and Meta's (helpers.params.LAYER_KEYS).
 LAYER_NAMES = {
     "self_attn.q_proj.weight": "attention.wq.weight",
@@ -60,7 +58,9 @@ def hf_name(name):
 
 def is_hf_model_dir(path):
     path = Path(path)
-    return (path / CONFIG).is_file() and ((path / INDEX).is_file() or (path / SINGLE).is_file())
+    # A link to nothing (a stopped download in Hugging Face's cache) counts: loading it says what is wrong.
+    return (path / CONFIG).is_file() and any((path / name).is_file() or (path / name).is_symlink()
+                                             for name in (INDEX, SINGLE))
 
 
 # ---- config.json -----------------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def hf_params(model_dir):
     path = Path(model_dir) / CONFIG
     source = str(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))  # an editor may add a BOM
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise LlamaError(f"{path} is not valid JSON ({error}). Download it again.") from None
     if not isinstance(raw, dict):
@@ -157,7 +157,8 @@ def hf_params(model_dir):
 
 def is_tied(model_dir):
     """config.json's tie_word_embeddings (Llama 3.2 1B and 3B: no lm_head.weight)."""
-    return bool(json.loads((Path(model_dir) / CONFIG).read_text(encoding="utf-8")).get("tie_word_embeddings"))
+    path = Path(model_dir) / CONFIG
+    return _get(json.loads(path.read_text(encoding="utf-8-sig")), "tie_word_embeddings", (bool,), str(path), False)
 
 
 # ---- the safetensors shards ------------------------------------------------------------------------------
@@ -166,13 +167,17 @@ def shard_files(model_dir):
     """The shards, in the index's order (or model.safetensors alone), each checked to exist and be whole."""
     model_dir = Path(model_dir)
     index = model_dir / INDEX
+    check_link(index)
     if not index.is_file():
+        check_link(model_dir / SINGLE)
         return [model_dir / SINGLE]
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        weight_map = json.loads(index.read_text(encoding="utf-8-sig"))["weight_map"]
         names = list(dict.fromkeys(weight_map.values()))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
         raise LlamaError(f"{index} is not a safetensors index (JSON with a weight_map): download it again.") from None
+    for name in names:
+        check_link(model_dir / name)
     missing = [name for name in names if not (model_dir / name).is_file()]
     if missing:
         raise LlamaError(f"{index}: its weight_map names {missing[0]!r}, which is not in {model_dir} "
@@ -215,15 +220,18 @@ def load_hf_weights(model_dir, params, tied=None):
     from safetensors import SafetensorError, safe_open
 
     tied = is_tied(model_dir) if tied is None else tied
-    expected = expected_shapes(params, tied)
-    tensors, where = {}, {}
+    tensors, where, n_layers = {}, {}, params.n_layers
+
+    def explained(meta):  # by config.json: a Llama's tensor, of a layer it counts, output.weight unless tied
+        layer = re.match(r"layers\.(\d+)\.", meta or "")
+        return meta not in (None, "output.weight" if tied else None) and not (layer and int(layer[1]) >= n_layers)
     for path in shard_files(model_dir):
         check_whole(path)
         try:
             with safe_open(path, framework="pt") as f:
                 for name in f.keys():
                     meta = meta_name(name)
-                    if meta not in expected:
+                    if not explained(meta):
                         why = ("config.json says tie_word_embeddings" if meta == "output.weight" else
                                f"config.json says num_hidden_layers={params.n_layers}" if meta else
                                "a Llama 3 has no such tensor")
@@ -232,6 +240,8 @@ def load_hf_weights(model_dir, params, tied=None):
                     tensors[meta], where[meta] = f.get_tensor(name), path
         except SafetensorError as error:
             raise LlamaError(f"{path} cannot be read as safetensors ({error}). Download it again.") from None
+    layer = missing_layer(tensors, params.n_layers)  # before listing n_layers layers' names: there may be 10**9
+    expected = expected_shapes(params, tied) if layer is None else {f"layers.{layer}.attention.wq.weight": None}
     for meta, shape in expected.items():
         if meta not in tensors:
             named = Path(model_dir) / (INDEX if (Path(model_dir) / INDEX).is_file() else SINGLE)
@@ -239,7 +249,7 @@ def load_hf_weights(model_dir, params, tied=None):
                              f"{params.n_layers}{'' if tied else ' and tie_word_embeddings false'}. A shard is "
                              "missing, or config.json comes from another model.")
         tensor, path = tensors[meta], where[meta]
-        if tensor.dtype not in DTYPES:
+        if tensor.dtype not in WEIGHT_DTYPES:
             raise LlamaError(f"{path}: {hf_name(meta)!r} is stored as {tensor.dtype}; the course reads bf16, fp16 "
                              "or fp32 weights. A quantised model (int8, 4-bit) is not a Llama 3 checkpoint it reads.")
         if tuple(tensor.shape) != shape:

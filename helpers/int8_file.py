@@ -14,7 +14,7 @@ from .errors import LlamaError
 from .hf_format import safetensors_extent
 from .int8 import Int8Weight, split_rows, whole_of
 from .model import Llama, tokenizer_for
-from .params import JOINED, expected_shapes, params_from_dict, params_to_dict
+from .params import JOINED, expected_shapes, missing_layer, params_from_dict, params_to_dict
 
 FORMAT = "llama3-from-scratch int8"
 DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.int8)
@@ -101,7 +101,15 @@ def load_int8(path):
     if not path.is_file():
         raise LlamaError(f"{path} does not exist or is not a file. Write it first with helpers.save_int8.")
     tensors, metadata = read_tensors(path)
-    params = params_from_dict(json.loads(metadata["params"]), source=f"{path}'s params")
+    try:
+        raw = json.loads(metadata["params"])
+    except (KeyError, json.JSONDecodeError):
+        raise LlamaError(f"{path} has no readable params in its metadata (the model's params.json, which "
+                         f"helpers.save_int8 writes there). {RESAVE}") from None
+    params = params_from_dict(raw, source=f"{path}'s params")
+    if (layer := missing_layer(tensors, params.n_layers)) is not None:
+        raise LlamaError(f"{path} holds nothing of layer {layer}, though its params say n_layers={params.n_layers}. "
+                         f"{RESAVE}")
     shapes = expected_shapes(params)
     parts = {}  # the matrices stored joined (see save_int8), as views of the joined one's rows
     for i in range(params.n_layers):

@@ -17,6 +17,8 @@ size keeps the memory small: the model's full context would cost
 2 * n_layers * n_kv_heads * head_dim * max_seq_len float32 numbers.
 """
 
+import operator
+
 import torch
 
 from .errors import LlamaError
@@ -32,6 +34,12 @@ class LayerCache:
 
     def update(self, k, v):
         """Store the new positions' `k` and `v` (new, n_kv_heads, head_dim); return all stored so far."""
+        if k.shape[1:] != self.keys.shape[1:]:
+            raise LlamaError(
+                f"This cache holds keys of {tuple(self.keys.shape[1:])} (n_kv_heads, head_dim) a position, but the "
+                f"model gives {tuple(k.shape[1:])}: the cache was made for another model. Make it with this "
+                "model's params: KVCache(model.params, capacity)."
+            )
         end = self.length + len(k)
         if end > len(self.keys):
             raise LlamaError(
@@ -48,6 +56,10 @@ class KVCache:
     """A `LayerCache` for every layer of a model with `params`, each with room for `capacity` positions."""
 
     def __init__(self, params, capacity):
+        if isinstance(capacity, bool) or not hasattr(capacity, "__index__") or operator.index(capacity) < 0:
+            raise LlamaError(f"A cache's capacity is how many positions it holds, a whole number of 0 or more, "
+                             f"not {capacity!r}. Give the prompt's length plus the tokens to generate.")
+        capacity = operator.index(capacity)
         self.layers = [LayerCache(capacity, params.n_kv_heads, params.head_dim) for _ in range(params.n_layers)]
 
     @property

@@ -89,6 +89,21 @@ def downloaded_model_dirs():
     return [d for repo in MODELS for d in (download_dir(repo), download_dir(repo).parent) if is_model_dir(d)]
 
 
+def what_it_holds(path):
+    """For a path that is not a model folder: that it does not exist, is a file, holds a model folder (original/, as
+    a Hugging Face repository's root does), or which of the files a model needs it has."""
+    if not path.exists():
+        return "it does not exist"
+    if not path.is_dir():
+        return f"it is a file: give its folder, {path.parent}" if is_model_dir(path.parent) else "it is a file"
+    inside = [sub for sub in sorted(path.iterdir(), key=lambda sub: sub.name != "original") if is_model_dir(sub)]
+    if inside:
+        return f"its subfolder {inside[0].name}/ is one: give {inside[0]}"
+    needed = ["params.json", "consolidated.00.pth", "config.json", "model.safetensors", "model.safetensors.index.json"]
+    found = [name for name in needed if (path / name).exists()]
+    return f"it has {' and '.join(found)}, but not the rest" if found else "it holds none of these"
+
+
 def find_model(path=None, verbose=True):
     """The folder of the model to use, chosen in the order of this module's docstring."""
     others = []
@@ -102,8 +117,8 @@ def find_model(path=None, verbose=True):
             raise LlamaError(
                 f"{path} ({reason}) is not a Llama 3 model folder: it needs params.json and "
                 "consolidated.00.pth (Meta's format, as in the original/ subfolder of meta-llama/Meta-Llama-3-8B), "
-                "or config.json and model.safetensors or model.safetensors.index.json (Hugging Face's format). "
-                f"{fix} to use the embedded tiny model."
+                "or config.json and model.safetensors or model.safetensors.index.json (Hugging Face's format); "
+                f"{what_it_holds(path)}. {fix} to use the embedded tiny model."
             )
     elif kaggle := kaggle_model_dirs():
         (path, *others), reason = kaggle, "a Kaggle input"
@@ -154,7 +169,7 @@ def load_tokenizer(model_dir):
         try:
             return Tokenizer(folder / "tokenizer.json")
         except NotLlama3Tokenizer:
-            eos = json.loads((folder / "config.json").read_text()).get("eos_token_id")
+            eos = json.loads((folder / "config.json").read_text(encoding="utf-8-sig")).get("eos_token_id")
             return HFTokenizer(folder / "tokenizer.json", stop_ids=eos if isinstance(eos, list) else [eos])
     return Tokenizer(None)
 

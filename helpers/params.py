@@ -7,6 +7,7 @@ the synthetic checkpoints (scripts/write_synthetic_checkpoint.py), the benchmark
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,7 +237,7 @@ def load_params(model_dir):
         raise LlamaError(f"{path} does not exist. A Llama 3 model folder holds params.json, tokenizer.model "
                          "and consolidated.00.pth; check the path.")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))  # an editor may add a BOM
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise LlamaError(f"{path} is not valid JSON ({error}). Download it again.") from None
     return params_from_dict(raw, source=str(path))
@@ -261,6 +262,14 @@ def expected_shapes(params, tied=False):
         }
     shapes |= {"norm.weight": (p.dim,)} | ({} if tied else {"output.weight": (p.vocab_size, p.dim)})
     return shapes
+
+
+def missing_layer(names, n_layers):
+    """The first of layers 0 to n_layers - 1 that none of the tensor `names` belongs to (Meta's layers.N.*,
+    Hugging Face's model.layers.N.*), None if each has some. Found without listing n_layers layers' names
+    first, so that a params file claiming 10**9 layers is refused at once rather than filling the memory."""
+    present = {int(found[1]) for name in names if (found := re.search(r"(?:^|\.)layers\.(\d+)\.", name))}
+    return next((i for i in range(n_layers) if i not in present), None) if n_layers > len(present) else None
 
 
 def checkpoint_bytes(params, tied=False):

@@ -58,7 +58,7 @@ def read_tokenizer_json(path, split_pattern):
     """
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise LlamaError(f"{path} is not valid JSON ({error}): the file is damaged. Download it again.") from None
     model = raw.get("model") if isinstance(raw, dict) else None

@@ -5,6 +5,7 @@ the versions here.
 """
 
 import math
+from pathlib import Path
 
 import torch
 
@@ -36,11 +37,26 @@ def transformer_block(x, layer, params, freqs, cache=None):
 
 
 def check_tokens(model, tokens, start=0):
-    """Token ids as a 1-D tensor; a clear error if they are empty, unknown or too many."""
-    tokens = torch.as_tensor(tokens, dtype=torch.long).flatten()
-    p = model.params
-    if len(tokens) == 0:
+    """Token ids as a 1-D tensor; a clear error if they are not whole numbers, empty, unknown or too many."""
+    if isinstance(tokens, (str, bytes)):
+        raise LlamaError("The model reads token ids, not text: encode the text first, with "
+                         "model.tokenizer.encode_prompt(text) (it puts <|begin_of_text|> first).")
+    try:
+        found = torch.as_tensor(tokens)
+    except (TypeError, ValueError, RuntimeError):
+        raise LlamaError(f"Token ids are a list of whole numbers (or a 1-D tensor), not {tokens!r:.80}.") from None
+    if found.numel() == 0:
         raise LlamaError("The prompt is empty: there is nothing to predict from. Type some text.")
+    if found.dtype == torch.bool or found.is_floating_point() or found.is_complex():
+        # torch would cut 1.7 to 1 and read True as 1: silently another prompt.
+        shown = [round(value, 4) if isinstance(value, float) else value for value in found.flatten()[:4].tolist()]
+        raise LlamaError(f"Token ids are whole numbers, but these are {found.dtype} ({shown}"
+                         f"{', ...' if found.numel() > 4 else ''}). Give the ids the tokenizer returned.")
+    if found.dim() > 1 and sum(size > 1 for size in found.shape) > 1:
+        raise LlamaError(f"The model reads one sequence of token ids at a time, but these have shape "
+                         f"{tuple(found.shape)}. Give one list of ids (a batch of one, (1, n), is read as it).")
+    tokens = found.to(torch.long).flatten()
+    p = model.params
     if tokens.min() < 0 or tokens.max() >= p.vocab_size:
         bad = tokens[(tokens < 0) | (tokens >= p.vocab_size)][0].item()
         raise LlamaError(f"Token id {bad} is outside the vocabulary (0 to {p.vocab_size - 1}).")
@@ -53,8 +69,9 @@ def check_tokens(model, tokens, start=0):
     return tokens
 
 
-def check_finite(x, where):
-    """`x`, or a clear error if it holds a NaN or an infinity: then the weights behind `where` are damaged.
+def check_finite(x, where, source="consolidated.00.pth"):
+    """`x`, or a clear error if it holds a NaN or an infinity: then the weights behind `where`, read from
+    `source`, are damaged.
 
     A NaN or an infinity anywhere in `x` makes its sum one too (and so do finite values
     large enough to overflow it, which no sound checkpoint produces). A sum is one quick
@@ -63,9 +80,19 @@ def check_finite(x, where):
     if not math.isfinite(x.sum().item()):
         raise LlamaError(
             f"The checkpoint is damaged (non-finite values): the output of {where} holds NaN or infinity, "
-            "so those weights hold NaN, infinity or values far too large. Download consolidated.00.pth again."
+            f"so those weights hold NaN, infinity or values far too large. {redo(source)}"
         )
     return x
+
+
+def redo(source):
+    """What to do about damaged weights read from `source` (a file name, or a model's folder or int8 file)."""
+    source = Path(source)
+    if source.suffix == ".safetensors" and source.is_file():
+        return f"Quantise a sound model and write {source.name} again with helpers.save_int8."
+    if source.is_dir() and not any(source.glob("consolidated.*.pth")):
+        return "Download the model's .safetensors files again."
+    return "Download consolidated.00.pth again."
 
 
 def forward(model, tokens, cache=None, last_only=False):
@@ -79,19 +106,22 @@ def forward(model, tokens, cache=None, last_only=False):
     """
     p = model.params
     start = 0 if cache is None else cache.length
+    if cache is not None and len(cache.layers) != p.n_layers:
+        raise LlamaError(f"The cache has {len(cache.layers)} layers, the model {p.n_layers}: it was made for another "
+                         "model. Make it with this model's params: KVCache(model.params, capacity).")
     tokens = check_tokens(model, tokens, start)
     # Index the embedding table: only these rows are read from the file.
     x = model.weights["tok_embeddings.weight"][tokens].float()
-    x = check_finite(x, "the embedding (tok_embeddings.weight)")
+    x = check_finite(x, "the embedding (tok_embeddings.weight)", model.path)
     freqs = model_frequencies(p, torch.arange(start, start + len(tokens)))
     for i in range(p.n_layers):
         x = transformer_block(x, model.layer(i), p, freqs, None if cache is None else cache.layers[i])
-        x = check_finite(x, f"layer {i} (the layers.{i}.* tensors)")
+        x = check_finite(x, f"layer {i} (the layers.{i}.* tensors)", model.path)
     if last_only:
         x = x[-1:]
     x = rms_norm(x, model.weights["norm.weight"], p.norm_eps)
     logits = linear(x, model.weights["output.weight"])
-    return check_finite(logits, "the output layer (norm.weight and output.weight)")
+    return check_finite(logits, "the output layer (norm.weight and output.weight)", model.path)
 
 
 @torch.inference_mode()

@@ -230,3 +230,150 @@ def test_the_command_line_refuses_top_below_one(capsys):
 
     assert main(["Hi", "--top", "0"]) == 1
     assert "--top must be at least 1 (how many next tokens to list), not 0." in capsys.readouterr().err
+
+
+def test_the_command_line_refuses_top_with_generate(capsys):
+    """--top lists next tokens; with --generate it was silently ignored."""
+    from helpers.__main__ import main
+
+    assert main(["Hi", "--top", "3", "--generate", "2"]) == 1
+    assert "--top lists the likeliest next tokens instead of writing text; it does nothing with --generate" in (
+        capsys.readouterr().err.replace("\n", " "))
+
+
+@pytest.mark.parametrize("ids, message", [
+    ([1.7, 2.0], r"Token ids are whole numbers, but these are torch.float32 \(\[1.7, 2.0\]\)"),  # torch cuts to 1, 2
+    ([True, False], r"Token ids are whole numbers, but these are torch.bool \(\[True, False\]\)"),  # read as 1, 0
+    ([[1, 2], [3, 4]], r"one sequence of token ids at a time, but these have shape \(2, 2\)"),  # read as 1, 2, 3, 4
+    ([[1, 2], [3]], r"Token ids are a list of whole numbers \(or a 1-D tensor\), not \[\[1, 2\], \[3\]\]"),
+    ("Hello", r"The model reads token ids, not text: encode the text first, with "
+              r"model.tokenizer.encode_prompt\(text\)"),
+])
+def test_token_ids_of_the_wrong_kind(ids, message):
+    """Floats, booleans and a batch were once read as other ids without a word."""
+    model = random_model(random_params())
+    with pytest.raises(LlamaError, match=message):
+        forward(model, ids)
+
+
+def test_a_batch_of_one_is_read_as_its_sequence():
+    import torch
+
+    model = random_model(random_params())
+    assert torch.equal(forward(model, torch.tensor([[1, 2, 3]])), forward(model, [1, 2, 3]))
+
+
+@pytest.mark.parametrize("seed, message", [
+    (1.5, "The seed must be a whole number, not 1.5."),
+    ("7", "The seed must be a whole number, not '7'."),
+    (2**64, f"The seed must be a whole number from -2**63 to 2**64 - 1, not {2**64}."),
+])
+def test_seed_of_the_wrong_kind(tiny, seed, message):
+    with pytest.raises(LlamaError, match=re.escape(message)):
+        generate(tiny, "Hi", 2, temperature=1.0, seed=seed)
+
+
+@pytest.mark.parametrize("messages, message", [
+    ("Hello", "chat_tokens takes a list of messages, not a str"),
+    ({"role": "user", "content": "Hello"}, "chat_tokens takes a list of messages, not a dict"),
+    (["Hello"], "A chat message is a dict with a role (system, user, assistant) and a str content, not 'Hello'."),
+])
+def test_chat_messages_of_the_wrong_kind(tiny, messages, message):
+    from helpers import chat_tokens
+
+    with pytest.raises(LlamaError, match=re.escape(message)):
+        chat_tokens(tiny.tokenizer, messages)
+
+
+@pytest.mark.parametrize("capacity", [-1, 2.5, "8", True])
+def test_kv_cache_capacity_of_the_wrong_kind(capacity):
+    with pytest.raises(LlamaError, match=re.escape(f"a whole number of 0 or more, not {capacity!r}")):
+        KVCache(random_params(), capacity)
+
+
+@pytest.mark.parametrize("other, message", [
+    (dict(n_layers=1), "The cache has 1 layers, the model 2: it was made for another model."),
+    (dict(n_kv_heads=4), r"This cache holds keys of (4, 8) (n_kv_heads, head_dim) a position, but the model gives "
+                         "(2, 8): the cache was made for another model."),
+])
+def test_kv_cache_of_another_model(other, message):
+    model = random_model(random_params())
+    with pytest.raises(LlamaError, match=re.escape(message)):
+        forward(model, [1, 2], KVCache(random_params(**other), 4))
+
+
+def test_params_json_claiming_a_billion_layers_is_refused_at_once(tmp_path):
+    """Listing a billion layers' tensor names first filled the memory until the system killed Python."""
+    params = random_params()
+    write_model(tmp_path, params, random_weights(params))
+    with pytest.raises(LlamaError, match=re.escape("has no tensor 'layers.2.attention.wq.weight' (nothing of layer "
+                                                   "2), though params.json says n_layers=1000000000.")):
+        load_weights(tmp_path, random_params(n_layers=10**9))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float8_e4m3fn"])
+def test_checkpoint_of_a_dtype_no_llama_has(tmp_path, dtype):
+    """float8 without its scales gives wrong numbers; float64 is no Llama's. Both were read without a word."""
+    import torch
+
+    params = random_params()
+    write_model(tmp_path, params, {k: w.to(getattr(torch, dtype)) for k, w in random_weights(params).items()})
+    with pytest.raises(LlamaError, match=re.escape(f"'tok_embeddings.weight' is stored as torch.{dtype}; the course "
+                                                   "reads bf16, fp16 or fp32 weights")):
+        load_weights(tmp_path, params)
+
+
+def test_checkpoint_that_is_a_link_to_nothing(tmp_path):
+    """Hugging Face's cache links each file to its data: a stopped download can leave a link to nothing."""
+    params = random_params()
+    write_model(tmp_path, params, random_weights(params))
+    (tmp_path / "consolidated.00.pth").unlink()
+    (tmp_path / "consolidated.00.pth").symlink_to(tmp_path / "blobs" / "1a2b")
+    with pytest.raises(LlamaError, match=re.escape(f"consolidated.00.pth is a link to {tmp_path}/blobs/1a2b, which "
+                                                   "does not exist: a download that stopped")):
+        load_weights(tmp_path, params)
+
+
+def test_params_json_with_a_byte_order_mark_is_read(tmp_path):
+    """Some editors start a saved file with a UTF-8 byte order mark; json.loads refuses it."""
+    from helpers import load_params
+
+    params = random_params()
+    write_model(tmp_path, params, {})
+    path = tmp_path / "params.json"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_params(tmp_path) == params
+
+
+@pytest.mark.parametrize("metadata, why", [({}, "no params"), ({"params": "{dim: 64"}, "params not JSON")])
+def test_int8_file_without_readable_params(tiny, tmp_path, metadata, why):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from helpers import load_int8, quantize_model, save_int8
+
+    path = save_int8(quantize_model(tiny), tmp_path / "model.safetensors")
+    with safe_open(path, framework="pt") as f:
+        tensors, kept = {name: f.get_tensor(name) for name in f.keys()}, f.metadata()
+    save_file(tensors, path, metadata={"format": kept["format"], **metadata})
+    with pytest.raises(LlamaError, match=re.escape(f"{path} has no readable params in its metadata")):
+        load_int8(path)
+
+
+@pytest.mark.parametrize("model_path, advice", [
+    ("meta", "Download consolidated.00.pth again."),
+    ("hf", "Download the model's .safetensors files again."),
+    ("int8", "Quantise a sound model and write model.safetensors again with helpers.save_int8."),
+])
+def test_non_finite_weights_name_the_files_to_get_again(tmp_path, model_path, advice):
+    import dataclasses
+
+    model = random_model(random_params())
+    model.weights["norm.weight"][0] = float("nan")
+    (tmp_path / "consolidated.00.pth").touch()
+    (tmp_path / "config.json").touch()
+    (tmp_path / "model.safetensors").touch()
+    where = {"meta": tmp_path, "hf": tmp_path / "hf", "int8": tmp_path / "model.safetensors"}[model_path]
+    where.mkdir(exist_ok=True) if model_path == "hf" else None
+    with pytest.raises(LlamaError, match=re.escape(advice)):
+        forward(dataclasses.replace(model, path=where), [1, 2])

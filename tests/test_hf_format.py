@@ -224,6 +224,13 @@ def store_as_int8(folder):
     save_file({name: t.to(torch.int8) for name, t in tensors.items()}, shard)
 
 
+def link_to_nothing(folder):
+    """What Hugging Face's cache can leave after a download stopped: a shard's link to data never written."""
+    shard = folder / "model-00002-of-00002.safetensors"
+    shard.unlink()
+    shard.symlink_to(folder / "blobs" / "1a2b")
+
+
 BAD = {
     "mistral": (edit_config(model_type="mistral", sliding_window=4096),
                 r"config.json: model_type is 'mistral', not 'llama': Mistral's sliding-window attention"),
@@ -242,6 +249,13 @@ BAD = {
     "more layers": (edit_config(num_hidden_layers=3), r"model.safetensors.index.json: no shard holds "
                                                       r"'model.layers.2.[\w.]+', though config.json says "
                                                       r"num_hidden_layers=3"),
+    "a billion layers": (edit_config(num_hidden_layers=10**9), r"model.safetensors.index.json: no shard holds "
+                         r"'model.layers.2.self_attn.q_proj.weight', though config.json says num_hidden_layers="
+                         r"1000000000"),  # listing a billion layers' names first filled the memory
+    "tie flag as text": (edit_config(tie_word_embeddings="false"),  # bool("false") is True: read as tied
+                         r"config.json: 'tie_word_embeddings' should be bool, but it is 'false'."),
+    "link to nothing": (link_to_nothing, r"model-00002-of-00002.safetensors is a link to .*blobs/1a2b, which does "
+                                         r"not exist: a download that stopped"),
     "rope type": (edit_config(rope_scaling={"rope_type": "yarn", "factor": 4.0}),
                   r"config.json: rope_scaling.rope_type is 'yarn', a RoPE scaling the course does not implement. It "
                   r"implements 'default' \(none: Llama 3\); 'llama3' \(Llama 3.1's"),
@@ -254,10 +268,17 @@ BAD = {
 def test_bad_input_is_a_clear_error_and_writes_nothing(hf_copy, kind):
     damage, message = BAD[kind]
     damage(hf_copy)
-    before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in hf_copy.rglob("*")}
+    before = {p: (p.lstat().st_size, p.lstat().st_mtime_ns) for p in hf_copy.rglob("*")}
     with pytest.raises(LlamaError, match=f"^{re.escape(str(hf_copy))}/({message})"):
         load_model(hf_copy, verbose=False)
-    assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in hf_copy.rglob("*")} == before
+    assert {p: (p.lstat().st_size, p.lstat().st_mtime_ns) for p in hf_copy.rglob("*")} == before
+
+
+def test_config_json_with_a_byte_order_mark_is_read(hf_copy, folders):
+    """Some editors start a saved file with a UTF-8 byte order mark; json.loads refuses it."""
+    path = hf_copy / "config.json"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_model(hf_copy, verbose=False).params == load_model(folders["llama-3.1"][1], verbose=False).params
 
 
 def test_expected_shapes_are_those_of_the_files(folders):

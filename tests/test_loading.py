@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -175,6 +176,22 @@ def test_find_model_order(no_other_models, tmp_path, small, monkeypatch, capsys)
     monkeypatch.setenv("LLAMA3_DIR", str(TINY_MODEL_DIR))
     assert find_model() == TINY_MODEL_DIR
     assert find_model(small) == small
+
+
+@pytest.mark.parametrize("given, holds", [
+    ("repo", "its subfolder original/ is one: give {root}/repo/original."),  # a Hugging Face repository's root
+    ("repo/original/params.json", "it is a file: give its folder, {root}/repo/original."),
+    ("half", "it has params.json, but not the rest."),
+    ("empty", "it holds none of these."),
+    ("nowhere", "it does not exist."),
+])
+def test_find_model_says_what_a_wrong_path_holds(tmp_path, given, holds):
+    shutil.copytree(TINY_MODEL_DIR, tmp_path / "repo" / "original")
+    (tmp_path / "half").mkdir()
+    shutil.copy(TINY_MODEL_DIR / "params.json", tmp_path / "half")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LlamaError, match=re.escape("(Hugging Face's format); " + holds.format(root=tmp_path))):
+        find_model(tmp_path / given, verbose=False)
 
 
 def test_find_model_rejects_a_wrong_path(no_other_models, tmp_path, monkeypatch):
