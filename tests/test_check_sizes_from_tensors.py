@@ -91,8 +91,8 @@ def test_rounding_to_the_nearest_multiple_is_wrong_on_llama_2_13b():
 
 
 def test_a_n_rep_that_would_raise_is_not_a_mistake():
-    """Llama 3.2 3B's n_rep, 3, reads key/value head 2 of the tiny model's 2: the learner's function raises, and
-    a mistake that raises could not be compared, so none is listed."""
+    """Llama 3.2 3B's n_rep, 3, reads key/value head 2 of the tiny model's 2: the learner's function raises before
+    it gives an output to compare, so no mistake of that n_rep is listed."""
     assert not any("h // 3" in diagnosis for diagnosis in check.MISTAKES["grouped_attention"])
 
 
@@ -100,7 +100,9 @@ def test_a_n_rep_that_would_raise_is_not_a_mistake():
                                                                      "grouped_attention", "hidden_dim")
                                              for d in check.MISTAKES[name]])
 def test_each_mistake_of_these_checks_gets_its_own_diagnosis(capsys, name, diagnosis):
-    assert verdict(capsys, name, check.MISTAKES[name][diagnosis]) == f"wrong: {diagnosis}"
+    out = verdict(capsys, name, check.MISTAKES[name][diagnosis])
+    assert out == f"wrong: {diagnosis}" or out.startswith("your function raised ") and out.endswith(
+        f"; likely, {diagnosis}"), out
 
 
 @pytest.mark.parametrize("notebook, name, function", [

@@ -16,7 +16,9 @@ A function that changes a tensor or list it was given (`x += ...`, `x.mul_(...)`
 results are right: the check names the argument.
 
 An exception inside the learner's function is reported in one line, with the case that raised it; a check
-never raises for it.
+never raises for it. Where a known mistake raises an error of the same type, words and sizes on that case
+(a mean without keepdim, k not transposed, k read with a query head's index), the line ends with it:
+"likely, <that mistake>".
 `MISTAKES` lists every check's mistakes, by the diagnosis each one prints. The verdict and the tiny
 model's tensors are in `harness`; each notebook's checks in their own module, named after its topic.
 """

@@ -49,6 +49,8 @@ ATTENTION_WEIGHTS_MISTAKES = {
         lambda q, k: _softmax_of_scores(q, k, q.shape[-1] ** -0.5, 0),
     "the softmax runs over the queries (dim 0); each query's row is a distribution over the keys (dim -1)":
         lambda q, k: _softmax_of_scores(q, k, q.shape[-1] ** -0.5, causal_mask(len(q), len(k)), dim=0),
+    "k is not transposed: the scores are q @ k.T, each query's dot product with each key":  # raises
+        lambda q, k: torch.softmax(q @ k / math.sqrt(q.shape[-1]) + causal_mask(len(q), len(k)), dim=-1),
     "a mask of 0s and 1s is multiplied into the scores, which makes a hidden key's score 0, not -inf: add -inf "
     "to the scores of later keys (or masked_fill them with -inf)": _mask_multiplied,
 } | {
@@ -99,6 +101,8 @@ def _n_reps_that_run():
             if all((p.n_heads - 1) // n_rep < p.n_kv_heads for p in cases)}
 
 
+SHARE = ("query head h reads key/value head h // n_rep, n_rep = q.shape[1] // k.shape[1]; index k[:, h // n_rep], or "
+         "repeat k and v with repeat_interleave(n_rep, dim=1)")
 GROUPED_ATTENTION_MISTAKES = {
     "query head h reads key/value head h % n_kv_heads, the order k.repeat(...) gives; it is h // n_rep, the "
     "order of repeat_interleave (consecutive query heads share one)":
@@ -107,6 +111,13 @@ GROUPED_ATTENTION_MISTAKES = {
         heads_reading(lambda h, n_heads, n_kv_heads: 0),
     "the heads are stacked on the last axis, (seq, head_dim, n_heads); stack them on axis 1, (seq, n_heads, head_dim)":
         lambda q, k, v: grouped_attention_reference(q, k, v).transpose(1, 2),
+    # Three that raise, each where a learner meets it: the heads batched, in einsum, and one at a time.
+    f"k and v have fewer heads than q (grouped-query attention), and were not repeated to match: {SHARE}":
+        lambda q, k, v: q.transpose(0, 1) @ k.transpose(0, 1).transpose(1, 2),
+    f"einsum pairs q's heads with k's, but k has fewer (grouped-query attention): {SHARE}":
+        lambda q, k, v: torch.einsum("qhd,khd->hqk", q, k),
+    f"k[:, h] is read for query head h, but k has fewer heads than q (grouped-query attention): {SHARE}":
+        lambda q, k, v: torch.stack([q[:, h] @ k[:, h].T for h in range(q.shape[1])]),
 } | {
     f"query head h reads key/value head h // {n_rep}, with n_rep = {n_rep}, that of {names}; the check's models "
     "have other sizes than the notebook's `p`: n_rep = q.shape[1] // k.shape[1]":

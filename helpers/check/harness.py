@@ -1,16 +1,17 @@
 """What every check runs on and how it judges: the verdict a check prints, and the models' tensors.
 
-`report` runs the learner's function, helpers' reference and each known mistake on the same cases and
-prints one line (see helpers/check/__init__.py). The cases come from three models (`MODELS`): the
-embedded tiny Llama 3 on the classic prompt, and two small random ones built here, seeded, whose dim,
-number of query heads, head_dim and n_rep differ from the tiny model's, and whose sizes differ from each
-other within each model, so that a function which confuses two sizes (dim and head_dim, n_heads and
-head_dim) gives another result. Each tensor is computed once per model.
+`report` runs the learner's function, helpers' reference and each known mistake on the same cases and prints
+one line (see helpers/check/__init__.py); a known mistake that raises names the learner's error when it is alike.
+The cases come from three models (`MODELS`): the embedded tiny Llama 3 on the classic prompt, and two small
+random ones built here, seeded, whose dim, number of query heads, head_dim and n_rep differ from the tiny model's,
+and whose sizes differ from each other within each model, so that a function which confuses two sizes (dim and
+head_dim, n_heads and head_dim) gives another result. Each tensor is computed once per model.
 """
 
 import copy
 import functools
 import inspect
+import re
 from pathlib import Path
 
 import torch
@@ -23,11 +24,10 @@ from ..params import expected_shapes, params_from_dict
 from ..rope import apply_rope, model_frequencies
 
 PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
-# The random models, by name: their params.json, whether the output layer is the embedding table, how many
-# random tokens they read, and how a check's message names them. The sizes all differ: head_dim 16 (not dim's
-# square root), 6 heads, 2 KV heads (3 queries per KV head), dim 96, hidden 320, vocab 300, 7 tokens. The
-# other has Llama 3.1's RoPE scaling, factor 32, and a tied output, and reads 200 tokens: enough for the slowed
-# long wavelengths to turn far enough to change the logits.
+# The random models, by name: their params.json, whether the output layer is the embedding table, how many random
+# tokens they read, and how a check's message names them. The sizes all differ: head_dim 16 (not dim's square root),
+# 6 heads, 2 KV heads (3 queries per KV head), dim 96, hidden 320, vocab 300, 7 tokens. The other has Llama 3.1's
+# RoPE scaling, factor 32, a tied output, and reads 200 tokens: enough for the slowed long wavelengths to matter.
 RANDOM_MODELS = {
     "dim 96": (dict(dim=96, n_layers=2, n_heads=6, n_kv_heads=2, vocab_size=300, multiple_of=32,
                     ffn_dim_multiplier=1.2, norm_eps=1e-6, rope_theta=100000.0), False, 7,
@@ -98,20 +98,35 @@ def _verdict(learner, cases, reference, mistakes, nan):
             return "not done yet"
         except Exception as error:
             message = str(error).strip().splitlines()
+            likely = next((diagnosis for diagnosis, mistake in mistakes.items() if raises_alike(run, mistake, error)),
+                          BFLOAT16_HINT if mixes_bfloat16(error) else None)
             return (f"your function raised {type(error).__name__} on the case {label!r}"
-                    + (f": {message[0]}" if message else "") + (f"; {BFLOAT16_HINT}" if mixes_bfloat16(error) else ""))
+                    + (f": {message[0]}" if message else "") + (f"; likely, {likely}" if likely else ""))
         if holds_none(got[label]):
             return "not done yet"
     expected = {label: run(reference) for label, run in cases.items()}
     if same(got, expected):
         return "correct"
     for diagnosis, mistake in mistakes.items():
-        if same(got, {label: run(mistake) for label, run in cases.items()}):
-            return f"wrong: {diagnosis}"
+        try:
+            if same(got, {label: run(mistake) for label, run in cases.items()}):
+                return f"wrong: {diagnosis}"
+        except Exception:  # noqa: BLE001, S112 (a mistake that raises: named above, if the learner's raises alike)
+            continue
     try:
         return f"wrong: {difference(got, expected, nan)}"
     except Exception as error:  # an output too odd to describe
         return f"wrong: the output differs from helpers' and cannot be compared ({type(error).__name__}: {error})"
+
+
+def raises_alike(run, mistake, error):
+    """Whether `mistake` raises on the case `run` an error like `error`: its type, words and sizes, in any order."""
+    try:
+        run(mistake)
+    except Exception as other:  # noqa: BLE001 (any error a mistake raises is one a learner can meet)
+        return all(f(other) == f(error) for f in (type, lambda e: re.sub(r"\d+", "#", str(e)),
+                                                  lambda e: sorted(re.findall(r"\d+", str(e)))))
+    return False
 
 
 def mixes_bfloat16(error):

@@ -88,6 +88,12 @@ ROPE_MISTAKES = {
         lambda x, rope_theta: rotate_adjacent_pairs(x, pair_angles(len(x), x.shape[-1], rope_theta, exponent_step=4)),
     "rope_theta is written as 500000 (Meta-Llama-3-8B's): use the rope_theta argument, models differ":
         lambda x, rope_theta: rope_reference(x, 500000.0),
+    "view_as_complex reads each pair from a last dimension of size 2: view x as (seq, head_dim // 2, 2) first, "
+    "x.float().view(len(x), -1, 2)":  # raises
+        lambda x, rope_theta: torch.view_as_complex(x),
+    "there is an angle for each number, not for each pair: theta_j is for j = 0 to head_dim/2 - 1, "
+    "rope_theta ** (-torch.arange(0, head_dim, 2) / head_dim)":  # raises
+        lambda x, rope_theta: rotate_adjacent_pairs(x, pair_angles(len(x), 2 * x.shape[-1], rope_theta)),
     "each pair's two outputs are swapped: the first is a cos - b sin, the second a sin + b cos":
         lambda x, rope_theta: rotate_adjacent_pairs(x, pair_angles(len(x), x.shape[-1], rope_theta), swapped=True),
 }
