@@ -40,12 +40,12 @@ def checkpoint_file(model_dir):
 
 
 def check_link(path):
-    """A LlamaError if `path` is a link to nothing, as Hugging Face's cache leaves one when a download stopped."""
+    """A LlamaError if `path` is a link to nothing: a file of Hugging Face's cache whose data was deleted."""
     if path.is_symlink() and not path.exists():
         raise LlamaError(
-            f"{path} is a link to {path.readlink()}, which does not exist: a download that stopped before the "
-            "file was complete (Hugging Face's cache links each file to its data), or a file moved since. "
-            "Download the model again (notebook 00)."
+            f"{path} is a link to {path.resolve()}, which does not exist: in Hugging Face's cache, the data it "
+            "points to (under blobs/) was deleted, or the folder was copied without it. Download the model again "
+            "(notebook 00)."
         )
 
 

@@ -54,7 +54,7 @@ def check_tokens(model, tokens, start=0):
                          f"{', ...' if found.numel() > 4 else ''}). Give the ids the tokenizer returned.")
     if found.dim() > 1 and sum(size > 1 for size in found.shape) > 1:
         raise LlamaError(f"The model reads one sequence of token ids at a time, but these have shape "
-                         f"{tuple(found.shape)}. Give one list of ids (a batch of one, (1, n), is read as it).")
+                         f"{tuple(found.shape)}. Give one list of ids (a batch of one, shape (1, n), is accepted).")
     tokens = found.to(torch.long).flatten()
     p = model.params
     if tokens.min() < 0 or tokens.max() >= p.vocab_size:
@@ -107,8 +107,9 @@ def forward(model, tokens, cache=None, last_only=False):
     p = model.params
     start = 0 if cache is None else cache.length
     if cache is not None and len(cache.layers) != p.n_layers:
-        raise LlamaError(f"The cache has {len(cache.layers)} layers, the model {p.n_layers}: it was made for another "
-                         "model. Make it with this model's params: KVCache(model.params, capacity).")
+        n = len(cache.layers)
+        raise LlamaError(f"The cache holds {n} layer{'s' if n != 1 else ''}, the model {p.n_layers}: it was made for "
+                         "another model. Make it with this model's params: KVCache(model.params, capacity).")
     tokens = check_tokens(model, tokens, start)
     # Index the embedding table: only these rows are read from the file.
     x = model.weights["tok_embeddings.weight"][tokens].float()

@@ -8,6 +8,7 @@ that is a directory, and its report of a bug in test_cli.py.)
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -292,7 +293,7 @@ def test_kv_cache_capacity_of_the_wrong_kind(capacity):
 
 
 @pytest.mark.parametrize("other, message", [
-    (dict(n_layers=1), "The cache has 1 layers, the model 2: it was made for another model."),
+    (dict(n_layers=1), "The cache holds 1 layer, the model 2: it was made for another model."),
     (dict(n_kv_heads=4), r"This cache holds keys of (4, 8) (n_kv_heads, head_dim) a position, but the model gives "
                          "(2, 8): the cache was made for another model."),
 ])
@@ -324,13 +325,15 @@ def test_checkpoint_of_a_dtype_no_llama_has(tmp_path, dtype):
 
 
 def test_checkpoint_that_is_a_link_to_nothing(tmp_path):
-    """Hugging Face's cache links each file to its data: a stopped download can leave a link to nothing."""
+    """Hugging Face's cache links each file to its data (under blobs/): deleted, or left behind in a copy, the
+    link points to nothing."""
     params = random_params()
     write_model(tmp_path, params, random_weights(params))
     (tmp_path / "consolidated.00.pth").unlink()
-    (tmp_path / "consolidated.00.pth").symlink_to(tmp_path / "blobs" / "1a2b")
+    (tmp_path / "consolidated.00.pth").symlink_to(Path("..") / tmp_path.name / "blobs" / "1a2b")  # relative, as HF's
     with pytest.raises(LlamaError, match=re.escape(f"consolidated.00.pth is a link to {tmp_path}/blobs/1a2b, which "
-                                                   "does not exist: a download that stopped")):
+                                                   "does not exist: in Hugging Face's cache, the data it points to "
+                                                   "(under blobs/) was deleted")):
         load_weights(tmp_path, params)
 
 

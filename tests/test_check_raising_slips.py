@@ -46,14 +46,14 @@ def rope_in_complex_numbers(x, rope_theta, step=2, pairs=True):
 
 
 SLIPS = {
-    "rms_norm": (rms_norm_mean_without_keepdim, "the mean of each row lost its dimension"),
+    "rms_norm": (rms_norm_mean_without_keepdim, "the mean (or norm) of each row lost its dimension"),
     "attention_weights": (scores_with_k_not_transposed, "k is not transposed: the scores are q @ k.T"),
-    "grouped_attention loop": (heads_in_a_loop_reading_k_h, "k[:, h] is read for query head h, but k has fewer heads"),
+    "grouped_attention loop": (heads_in_a_loop_reading_k_h, "an index into k's heads goes past k.shape[1]"),
     "grouped_attention einsum": (heads_in_einsum, "einsum pairs q's heads with k's, but k has fewer"),
     "grouped_attention batched": (heads_batched, "k and v have fewer heads than q (grouped-query attention), and were "
                                                  "not repeated to match"),
     "rope angles": (lambda x, rope_theta: rope_in_complex_numbers(x, rope_theta, step=1),
-                    "there is an angle for each number, not for each pair"),
+                    "the angles and the pairs do not line up"),
     "rope pairs": (lambda x, rope_theta: rope_in_complex_numbers(x, rope_theta, pairs=False),
                    "view_as_complex reads each pair from a last dimension of size 2"),
 }

@@ -225,7 +225,7 @@ def store_as_int8(folder):
 
 
 def link_to_nothing(folder):
-    """What Hugging Face's cache can leave after a download stopped: a shard's link to data never written."""
+    """A shard of Hugging Face's cache whose data (under blobs/) was deleted, or left behind in a copy."""
     shard = folder / "model-00002-of-00002.safetensors"
     shard.unlink()
     shard.symlink_to(folder / "blobs" / "1a2b")
@@ -255,7 +255,7 @@ BAD = {
     "tie flag as text": (edit_config(tie_word_embeddings="false"),  # bool("false") is True: read as tied
                          r"config.json: 'tie_word_embeddings' should be bool, but it is 'false'."),
     "link to nothing": (link_to_nothing, r"model-00002-of-00002.safetensors is a link to .*blobs/1a2b, which does "
-                                         r"not exist: a download that stopped"),
+                                         r"not exist: in Hugging Face's cache, the data it points to"),
     "rope type": (edit_config(rope_scaling={"rope_type": "yarn", "factor": 4.0}),
                   r"config.json: rope_scaling.rope_type is 'yarn', a RoPE scaling the course does not implement. It "
                   r"implements 'default' \(none: Llama 3\); 'llama3' \(Llama 3.1's"),

@@ -116,7 +116,7 @@ GROUPED_ATTENTION_MISTAKES = {
         lambda q, k, v: q.transpose(0, 1) @ k.transpose(0, 1).transpose(1, 2),
     f"einsum pairs q's heads with k's, but k has fewer (grouped-query attention): {SHARE}":
         lambda q, k, v: torch.einsum("qhd,khd->hqk", q, k),
-    f"k[:, h] is read for query head h, but k has fewer heads than q (grouped-query attention): {SHARE}":
+    f"an index into k's heads goes past k.shape[1], as k has fewer heads than q (grouped-query attention): {SHARE}":
         lambda q, k, v: torch.stack([q[:, h] @ k[:, h].T for h in range(q.shape[1])]),
 } | {
     f"query head h reads key/value head h // {n_rep}, with n_rep = {n_rep}, that of {names}; the check's models "

@@ -108,8 +108,8 @@ RMS_NORM_MISTAKES = {
         lambda x, weight, eps: x / (x.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt() * weight,
     "this is LayerNorm: it subtracts each row's mean first; RMSNorm divides x itself by its root mean square":
         lambda x, weight, eps: torch.nn.functional.layer_norm(x, x.shape[-1:], weight.float(), eps=eps),
-    "the mean of each row lost its dimension, so x (seq, dim) meets a (seq,) vector, which lines up with x's "
-    "columns, not its rows: keep the dimension, with mean(-1, keepdim=True)":  # raises where seq != dim
+    "the mean (or norm) of each row lost its dimension, so x (seq, dim) meets a (seq,) vector, which lines up "
+    "with x's columns, not its rows: keep the dimension, with keepdim=True":  # raises where seq != dim
         lambda x, weight, eps: x / (x.pow(2).mean(-1) + eps).sqrt() * weight,
     "x / x.norm(dim=-1) divides by the length, sqrt(sum(x**2)), which is sqrt(dim) times the RMS, and leaves "
     "out eps: divide by sqrt(mean(x**2) + eps)":

@@ -91,8 +91,8 @@ ROPE_MISTAKES = {
     "view_as_complex reads each pair from a last dimension of size 2: view x as (seq, head_dim // 2, 2) first, "
     "x.float().view(len(x), -1, 2)":  # raises
         lambda x, rope_theta: torch.view_as_complex(x),
-    "there is an angle for each number, not for each pair: theta_j is for j = 0 to head_dim/2 - 1, "
-    "rope_theta ** (-torch.arange(0, head_dim, 2) / head_dim)":  # raises
+    "the angles and the pairs do not line up: there is one angle per pair, head_dim/2 of them, rope_theta ** "
+    "(-torch.arange(0, head_dim, 2) / head_dim), each turning one pair (x[:, 0::2], x[:, 1::2])":  # raises
         lambda x, rope_theta: rotate_adjacent_pairs(x, pair_angles(len(x), 2 * x.shape[-1], rope_theta)),
     "each pair's two outputs are swapped: the first is a cos - b sin, the second a sin + b cos":
         lambda x, rope_theta: rotate_adjacent_pairs(x, pair_angles(len(x), x.shape[-1], rope_theta), swapped=True),
