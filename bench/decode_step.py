@@ -246,8 +246,7 @@ def main(argv=None):
             kernel_inputs = [kernels.kernel_inputs(w, inputs[w.shape[1]].view(-1)) for w in matrices]
             # Every kernel of kernels.new_kernel, helpers' own included, runs the same function, for which
             # torch.compile keeps one list of what it compiled: 5 shapes for each number of parts.
-            limit = torch._dynamo.config.recompile_limit
-            torch._dynamo.config.recompile_limit = max(limit, 8 * (1 + len(args.compare_parts)))
+            kernels.configure(recompiles=8 * (1 + len(args.compare_parts)))
             others = [compiled] + [kernels.new_kernel(not args.bf16, parts) for parts in args.compare_parts]
 
             def run(kernel):

@@ -60,7 +60,7 @@ def sample_next(logits, temperature=0.0, top_k=None, top_p=None, generator=None)
     Temperature 0 is greedy: the largest logit (the first of equal ones).
     Otherwise the logits are divided by the temperature (below 1 sharpens the
     distribution, above 1 flattens it), filtered by top-k then top-p, and one
-    token is drawn from their softmax with `generator` (a seeded
+    token is drawn from their softmax (`draw`) with `generator` (a seeded
     `torch.Generator`, or None for PyTorch's global one).
     """
     check_temperature(temperature)
@@ -69,8 +69,23 @@ def sample_next(logits, temperature=0.0, top_k=None, top_p=None, generator=None)
     # Shifting the logits so that the largest is 0 changes no probability, and keeps a tiny
     # temperature from turning them into inf - inf = nan.
     logits = top_p_filter(top_k_filter((logits - logits.max()) / temperature, top_k), top_p)
-    probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return draw(torch.softmax(logits, dim=-1), generator)
+
+
+def draw(probs, generator=None):
+    """An index drawn with probability probs[i] / probs.sum(), by a race between the tokens.
+
+    Each token waits a random time, exponential with its probability as its rate: E_i / probs[i],
+    where E_i = -log(1 - u_i) and u_i is uniform (`torch.rand`). The first to finish is token i
+    with probability probs[i] / probs.sum(); a token of probability 0 never finishes.
+    torch.multinomial draws the same way, but from exponentials of its own, which differed between
+    torch 2.6 and 2.13 for a seed, where torch.rand's numbers did not: drawn this way, a seed gives
+    the same text on both. Which token wins moves only if two tokens finish within float rounding of
+    each other, so the last bits in which CPUs' softmaxes differ do not change the text.
+    """
+    waits = torch.rand(probs.shape, generator=generator, dtype=torch.float64).neg_().log1p_().neg_()
+    finish = torch.where(probs > 0, waits / probs, float("inf"))
+    return int(finish.argmin())
 
 
 class TextStream:

@@ -10,6 +10,7 @@ What they compute is in helpers/matvec.py; docs/kernels.md gives the measurement
 import contextlib
 import functools
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -59,12 +60,15 @@ def words_for(int8):
     return (int8_words() if int8 else avx2) and (torch.float32 if avx2 else torch.int32)
 
 
-def configure():
+def configure(recompiles=4 * MAX_SHAPES):
     """Inductor's settings: as many threads as torch is given at each call, and with OWN_ISA_CHECK the CPU's vector
-    instructions as ATen found them (AVX2 or AVX-512), without Inductor's test compile; else Inductor's own check."""
+    instructions as ATen found them (AVX2 or AVX-512), without Inductor's test compile; else Inductor's own check.
+    torch.compile may compile a function for at least `recompiles` layouts of its inputs."""
     import torch._inductor.config as inductor
     inductor.cpp.dynamic_threads = True  # else a kernel keeps the thread count it was compiled with
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * MAX_SHAPES)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime": a CUDA build, no GPU
+    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"  # before 2.7
+    setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), recompiles))
     known = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
     inductor.cpp.vec_isa_ok = True if OWN_ISA_CHECK and known else None
 
@@ -79,8 +83,7 @@ def new_kernel(int8, parts=PARTS):
     configure()
     words = words_for(int8)
     product = (matvec_int8 if words else matvec_int8_each) if int8 else (matvec_bf16_words if words else matvec)
-    if parts != PARTS:
-        product = functools.partial(product, parts=parts)
+    product = functools.partial(product, parts=parts) if parts != PARTS else product
     return _Compiled(product, INT8_OPTIONS if int8 else {})
 
 
@@ -205,8 +208,7 @@ class _Warmer:
             self.asked.add(key)
             self.shapes[key] = shape
             try:
-                self.process.stdin.write(key + "\n")
-                self.process.stdin.flush()
+                print(key, file=self.process.stdin, flush=True)
             except OSError:  # the process ended
                 self.answers[key] = False
         return self.answers.get(key)
@@ -293,8 +295,5 @@ def reset():
     """Forget the kernels and what they compiled, as if none had been used (for tests and benchmarks). The
     background process stays, and so does torch.compile's cache: a kernel asked for again loads sooner."""
     wait()
-    _kernels.clear()
-    _shapes.clear()
-    _quick.clear()
-    for known in (_warmer.asked, _warmer.answers, _warmer.shapes) if _warmer else ():
+    for known in (_kernels, _shapes, _quick, *((_warmer.asked, _warmer.answers, _warmer.shapes) if _warmer else ())):
         known.clear()

@@ -93,8 +93,7 @@ def in_parts(product, matrices, *vectors, parts=PARTS):
     rows = len(matrices[0])
     parts = min(parts, rows)
     cuts = [rows // parts * i for i in range(parts)] + [rows]
-    blocks = zip(cuts, cuts[1:], strict=False)
-    return torch.cat([product(*(m[start:end] for m in matrices), *vectors) for start, end in blocks])
+    return torch.cat([product(*(m[cuts[i]:cuts[i + 1]] for m in matrices), *vectors) for i in range(parts)])
 
 
 def matvec(w, x, parts=PARTS):

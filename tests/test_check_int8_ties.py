@@ -127,9 +127,8 @@ def run_activations_cell(namespace, memory, monkeypatch, capsys, copies_here=Tru
     """The cell, as on a machine with `memory` bytes whose CPU gets the packed copies (`copies_here`), or not."""
     import helpers.int8
 
-    if copies_here:
-        monkeypatch.setattr(helpers.int8, "onednn_here", lambda: True)
-        monkeypatch.setattr(helpers.int8, "int8_dot_products", lambda: True)
+    monkeypatch.setattr(helpers.int8, "onednn_here", lambda: copies_here)
+    monkeypatch.setattr(helpers.int8, "int8_dot_products", lambda: copies_here)
     capsys.readouterr()
     pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": memory // 4096}
     namespace = dict(namespace, os=types.SimpleNamespace(sysconf=pages.__getitem__))

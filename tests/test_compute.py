@@ -134,6 +134,33 @@ def test_the_cpus_vector_instructions_come_from_aten_without_a_test_compile(indu
     assert inductor.cpp.vec_isa_ok is None  # Inductor's own check
 
 
+def test_the_recompile_limit_is_raised_under_its_name_before_torch_2_7_too(inductor, monkeypatch):
+    """torch 2.6 calls it cache_size_limit and has no recompile_limit: reading that raised, and no kernel was built."""
+    import types
+
+    old = types.SimpleNamespace(cache_size_limit=8)
+    monkeypatch.setattr(torch._dynamo, "config", old)
+    kernels.configure()
+    assert old.cache_size_limit == 4 * kernels.MAX_SHAPES and not hasattr(old, "recompile_limit")
+    monkeypatch.undo()
+    before = torch._dynamo.config.cache_size_limit  # an alias of recompile_limit since 2.7
+    try:
+        kernels.configure(recompiles=before + 1)
+        assert torch._dynamo.config.cache_size_limit == before + 1
+    finally:  # not by monkeypatch: torch 2.6's configuration hid a setting monkeypatch put back
+        torch._dynamo.config.cache_size_limit = before
+
+
+def test_a_cuda_build_of_torch_without_a_gpu_does_not_warn_in_the_notebooks(inductor, capfd):
+    """A CUDA build of torch on a CPU (a Kaggle CPU session) logs "No CUDA runtime is found" when torch.compile
+    imports torch.utils.cpp_extension; the notebooks' cells would show it."""
+    import logging
+
+    kernels.configure()
+    logging.getLogger("torch.utils.cpp_extension").warning("No CUDA runtime is found, using CUDA_HOME='/usr/local'")
+    assert "CUDA" not in capfd.readouterr().err
+
+
 def test_where_compiling_with_the_own_check_fails_inductors_check_takes_over(inductor, monkeypatch):
     """A compiler that cannot build for the instructions ATen found: the kernel is built again with
     Inductor's own check of the CPU, and that check is kept."""
