@@ -389,6 +389,8 @@ def main(argv=None):
         label = f"{Path(model_dir).name} ({model.params.n_layers} layers, dim {model.params.dim})"
         for kind in types:
             gguf = files.get("bf16" if kind == "bf16" else "int8")
+            for other in set(files.values()) - {gguf}:  # written or measured before, not read in these turns:
+                drop_from_page_cache(other)  # its pages would crowd out the pages of the two files measured
             compete = checkpoint_files(model_dir) if bin_dir and files_compete(checkpoint_files(model_dir), gguf) \
                 else []
             if compete:
@@ -408,6 +410,8 @@ def main(argv=None):
                           rows, course_bytes, peer_bytes, prompt_operations(course_model, args.prompt)))
             del course_model
         del model
+        for path in checkpoint_files(model_dir) + list(files.values()):  # done with: room for the next model's
+            drop_from_page_cache(path)
 
     say()
     say(f"Course ÷ llama.cpp: speed over speed, above 1 where the course is faster (for the prompt, llama.cpp's time "

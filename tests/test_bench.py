@@ -493,6 +493,32 @@ def test_the_ratios_turns_start_with_the_other_sides_file_out_of_the_page_cache(
     assert not [e for e in events if e[0] == "drop"] and "page cache" not in capsys.readouterr().out
 
 
+def test_the_ratios_turns_of_each_weight_type_start_with_every_other_file_of_the_run_out_of_the_page_cache(
+        small_dir, tmp_path, capsys, monkeypatch):
+    """A GGUF file written or measured earlier in the run (the Q8_0 copy, just quantised, while bf16 is measured)
+    is taken out of the page cache before the turns that do not read it, so that what the kernel evicts for the
+    two files measured is not left to chance (the 8B's checkpoint and its Q8_0 copy come to 24.6 GB); a model's
+    files leave once it is measured."""
+    ratios = load_script("bench/ratios.py")
+    bin_dir = tmp_path / "build" / "bin"
+    bin_dir.mkdir(parents=True)
+    for program in ratios.llama_cpp.PROGRAMS:
+        (bin_dir / program).touch()
+    files = {"bf16": tmp_path / "small-bf16.gguf", "int8": tmp_path / "small-q8_0.gguf"}
+    events = []
+    monkeypatch.setattr(ratios, "gguf_files", lambda *args: files)
+    monkeypatch.setattr(ratios, "drop_from_page_cache", lambda path: events.append(("drop", path.name)))
+    monkeypatch.setattr(ratios, "files_compete", lambda *args: False)
+    turn = [(1, [(1.0, 10.0)], [(1.0, 10.0)], [(2e9, 5e10)], [(2e9, 5e10)])]
+    monkeypatch.setattr(ratios, "measure", lambda model, gguf, *args: events.append(("measure", gguf.name)) or turn)
+    ratios.main([str(small_dir), "--work", str(tmp_path), "--threads", "1", "--types", "bf16,int8", "--reads", "1",
+                 "--read-mib", "8", "--products", "1", "--product-size", "64"])
+    assert events == [("drop", "small-q8_0.gguf"), ("measure", "small-bf16.gguf"), ("drop", "small-bf16.gguf"),
+                      ("measure", "small-q8_0.gguf"), ("drop", "consolidated.00.pth"), ("drop", "small-bf16.gguf"),
+                      ("drop", "small-q8_0.gguf")]
+    assert "| small (2 layers, dim 64) | bf16 | 1 | decode 32 (tokens/s) |" in capsys.readouterr().out
+
+
 def test_the_ratios_files_compete_when_they_and_the_process_exceed_nine_tenths_of_memory(tmp_path, monkeypatch):
     ratios = load_script("bench/ratios.py")
     course, gguf = tmp_path / "consolidated.00.pth", tmp_path / "m.gguf"
