@@ -32,6 +32,11 @@ def heads_in_einsum(q, k, v):
     return torch.einsum("hst,thd->shd", torch.softmax(scores + causal_mask(len(q), len(q)), -1), v)
 
 
+def heads_in_einsum_lettered_n(q, k, v):
+    weights = torch.softmax(torch.einsum("snd,tnd->nst", q, k) / q.shape[-1] ** 0.5 + causal_mask(len(q), len(q)), -1)
+    return torch.einsum("nst,tnd->snd", weights, v)
+
+
 def heads_batched(q, k, v):
     qt, kt, vt = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
     weights = torch.softmax(qt @ kt.transpose(-2, -1) / math.sqrt(q.shape[-1]) + causal_mask(len(q), len(q)), -1)
@@ -50,6 +55,7 @@ SLIPS = {
     "attention_weights": (scores_with_k_not_transposed, "k is not transposed: the scores are q @ k.T"),
     "grouped_attention loop": (heads_in_a_loop_reading_k_h, "an index into k's heads goes past k.shape[1]"),
     "grouped_attention einsum": (heads_in_einsum, "einsum pairs q's heads with k's, but k has fewer"),
+    "grouped_attention einsum, other letters": (heads_in_einsum_lettered_n, "einsum pairs q's heads with k's"),
     "grouped_attention batched": (heads_batched, "k and v have fewer heads than q (grouped-query attention), and were "
                                                  "not repeated to match"),
     "rope angles": (lambda x, rope_theta: rope_in_complex_numbers(x, rope_theta, step=1),

@@ -120,11 +120,11 @@ def _verdict(learner, cases, reference, mistakes, nan):
 
 
 def raises_alike(run, mistake, error):
-    """Whether `mistake` raises on the case `run` an error like `error`: its type, words and sizes, in any order."""
+    """Whether `mistake` raises on the case `run` an error like `error`: type, words (einsum letters aside), sizes."""
     try:
         run(mistake)
     except Exception as other:  # noqa: BLE001 (any error a mistake raises is one a learner can meet)
-        return all(f(other) == f(error) for f in (type, lambda e: re.sub(r"\d+", "#", str(e)),
+        return all(f(other) == f(error) for f in (type, lambda e: re.sub(r"\d+|(?<=subscript )\w", "#", str(e)),
                                                   lambda e: sorted(re.findall(r"\d+", str(e)))))
     return False
 
