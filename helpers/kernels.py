@@ -67,7 +67,7 @@ def configure(recompiles=4 * MAX_SHAPES):
     import torch._inductor.config as inductor
     inductor.cpp.dynamic_threads = True  # else a kernel keeps the thread count it was compiled with
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime": a CUDA build, no GPU
-    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"  # before 2.7
+    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"  # in 2.6
     setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), recompiles))
     known = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
     inductor.cpp.vec_isa_ok = True if OWN_ISA_CHECK and known else None

@@ -143,7 +143,7 @@ def test_the_recompile_limit_is_raised_under_its_name_before_torch_2_7_too(induc
     kernels.configure()
     assert old.cache_size_limit == 4 * kernels.MAX_SHAPES and not hasattr(old, "recompile_limit")
     monkeypatch.undo()
-    before = torch._dynamo.config.cache_size_limit  # an alias of recompile_limit since 2.7
+    before = torch._dynamo.config.cache_size_limit  # in 2.13 an alias of recompile_limit
     try:
         kernels.configure(recompiles=before + 1)
         assert torch._dynamo.config.cache_size_limit == before + 1
