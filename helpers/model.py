@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .checkpoint import load_weights
 from .errors import LlamaError
-from .hf_format import hf_params, is_hf_model_dir, load_hf_weights
+from .hf_format import CONFIG, INDEX, SINGLE, hf_params, is_hf_model_dir, load_hf_weights
 from .hf_tokenizer import HFTokenizer
 from .params import LAYER_KEYS, MODELS, Params, load_params
 from .rope import with_scaling_factor
@@ -99,7 +99,7 @@ def what_it_holds(path):
     inside = [sub for sub in sorted(path.iterdir(), key=lambda sub: sub.name != "original") if is_model_dir(sub)]
     if inside:
         return f"its subfolder {inside[0].name}/ is one: give {inside[0]}"
-    needed = ["params.json", "consolidated.00.pth", "config.json", "model.safetensors", "model.safetensors.index.json"]
+    needed = ["params.json", "consolidated.00.pth", CONFIG, SINGLE, INDEX]
     found = [name for name in needed if (path / name).exists()]
     return f"it has {' and '.join(found)}, but not the rest" if found else "it holds none of these"
 

@@ -267,9 +267,10 @@ def expected_shapes(params, tied=False):
 def missing_layer(names, n_layers):
     """The first of layers 0 to n_layers - 1 that none of the tensor `names` belongs to (Meta's layers.N.*,
     Hugging Face's model.layers.N.*), None if each has some. Found without listing n_layers layers' names
-    first, so that a params file claiming 10**9 layers is refused at once rather than filling the memory."""
+    first, so that a params file claiming 10**9 layers is refused at once rather than filling the memory: the
+    search stops at the first layer missing, at most one past the layers present."""
     present = {int(found[1]) for name in names if (found := re.search(r"(?:^|\.)layers\.(\d+)\.", name))}
-    return next((i for i in range(n_layers) if i not in present), None) if n_layers > len(present) else None
+    return next((i for i in range(n_layers) if i not in present), None)
 
 
 def checkpoint_bytes(params, tied=False):

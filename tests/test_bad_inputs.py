@@ -312,6 +312,14 @@ def test_params_json_claiming_a_billion_layers_is_refused_at_once(tmp_path):
         load_weights(tmp_path, random_params(n_layers=10**9))
 
 
+def test_the_first_missing_layer_is_found_whatever_other_layers_there_are():
+    from helpers.params import missing_layer
+
+    names = [f"layers.{i}.attention.wq.weight" for i in (0, 2, 5)] + ["model.layers.7.mlp.up_proj.weight"]
+    assert missing_layer(names, 3) == 1  # three layers' names, but not layers 0 to 2
+    assert missing_layer(names, 1) is None and missing_layer(names, 10**9) == 1
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float8_e4m3fn"])
 def test_checkpoint_of_a_dtype_no_llama_has(tmp_path, dtype):
     """float8 without its scales gives wrong numbers; float64 is no Llama's. Both were read without a word."""
