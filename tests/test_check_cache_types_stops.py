@@ -59,6 +59,36 @@ class ConcatenatesValuesOnly(LayerCache):
         return self.keys[:end], self.values
 
 
+class RewritesStored(LayerCache):
+    """Writes into its buffers and returns views of them, but writes every stored position again each step."""
+
+    def update(self, k, v):
+        end = self.length + len(k)
+        self.keys[:end] = torch.cat([self.keys[: self.length], k])
+        self.values[:end] = torch.cat([self.values[: self.length], v])
+        self.length = end
+        return self.keys[:end], self.values[:end]
+
+
+class ConvertsTheNewRows(LayerCache):
+    """Copies the new rows on their way in (a clone, a contiguous copy): still only them."""
+
+    def update(self, k, v):
+        return super().update(k.clone().contiguous().to(torch.float32), v.clone())
+
+
+def test_a_cache_that_writes_its_stored_positions_again_is_told_so(capsys):
+    out = printed(capsys, "kv_cache", RewritesStored)
+    # step 1 of the tiny model's 17 positions: 15 stored, 1 new; the cat's result and the copy into the buffer
+    assert out.startswith("wrong: update writes 32 positions' keys and values in a step that adds 1: it writes "
+                          "the 15 already stored again"), out
+    assert "self.keys[self.length : end] = k" in out
+
+
+def test_a_cache_that_copies_only_its_new_rows_is_correct(capsys):
+    assert printed(capsys, "kv_cache", ConvertsTheNewRows) == "correct\n"
+
+
 def test_a_cache_that_concatenates_is_told_it_is_not_preallocated(capsys):
     out = printed(capsys, "kv_cache", Concatenates)
     assert out.startswith("wrong: update replaces self.keys with a new tensor"), out

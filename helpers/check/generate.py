@@ -4,6 +4,7 @@ top-k, then top-p), and a preallocated KV cache's update."""
 import functools
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import transformer
 from ..generate import top_k_filter, top_p_filter
@@ -177,15 +178,34 @@ def storage(tensor):
     return tensor.untyped_storage().data_ptr() if isinstance(tensor, torch.Tensor) else None
 
 
+class NumbersWritten(TorchDispatchMode):
+    """Counts the numbers PyTorch's operations write while it is on: every output's, in-place ones included
+    (`a[i:j] = b` writes a[i:j]), but for views, which write nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:
+            self.count += sum(t.numel() for t in (out if isinstance(out, (tuple, list)) else [out])
+                              if isinstance(t, torch.Tensor))
+        return out
+
+
 def not_preallocated(cache_class, k, v):
     """What a cache whose results are right does that a preallocated one must not, or None: replace the buffers
-    __init__ allocated (self.keys, self.values), or return copies of them rather than views into them."""
+    __init__ allocated (self.keys, self.values), return copies of them rather than views into them, or write
+    the positions already stored again at each step."""
     cache = cache_class(len(k), k.shape[1], k.shape[2])
     buffers = {name: storage(getattr(cache, name, None)) for name in ("keys", "values")}
     if None in buffers.values():  # no tensors of those names to judge by
         return None
     for s in steps(len(k)).values():
-        returned = dict(zip(buffers, cache.update(k[s].clone(), v[s].clone()), strict=True))
+        new_k, new_v = k[s].clone(), v[s].clone()
+        with NumbersWritten() as written:
+            returned = dict(zip(buffers, cache.update(new_k, new_v), strict=True))
         for (name, buffer), new in zip(buffers.items(), "kv", strict=True):
             if storage(getattr(cache, name, None)) != buffer:
                 return (f"update replaces self.{name} with a new tensor (as torch.cat makes one), so the buffer "
@@ -195,12 +215,18 @@ def not_preallocated(cache_class, k, v):
             if storage(returned[name]) != buffer:
                 return (f"update returns a copy of the stored {name}, not a view into self.{name}, so every step "
                         f"copies the whole cache; return the slice self.{name}[:end], which copies nothing")
+        positions = written.count / (new_k[0].numel() + new_v[0].numel())
+        if positions > 3 * len(new_k):  # the new rows, and room for a copy or two of them on the way
+            return (f"update writes {positions:.0f} positions' keys and values in a step that adds {len(new_k)}: "
+                    f"it writes the {s.start} already stored again (as self.keys[:end] = "
+                    "torch.cat([self.keys[:self.length], k]) does), so every step copies the whole cache; write the "
+                    "new rows alone, self.keys[self.length : end] = k")
     return None
 
 
 def kv_cache(my_layer_cache):
     """Exercise 07: a class like helpers.LayerCache whose update(k, v) stores the new positions after the others,
-    in the buffers its __init__ allocated, and returns views into them."""
+    in the buffers its __init__ allocated, writing only them, and returns views into them."""
     def run(name):
         _, k, v = queries_keys_values(name=name)
         return lambda cls: fill_cache(cls, k, v)
