@@ -66,7 +66,9 @@ def configure(recompiles=4 * MAX_SHAPES):
     torch.compile may compile a function for at least `recompiles` layouts of its inputs."""
     import torch._inductor.config as inductor
     inductor.cpp.dynamic_threads = True  # else a kernel keeps the thread count it was compiled with
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime": a CUDA build, no GPU
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found": a CUDA
+    with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):  # build, no GPU; at this import, torch
+        __import__("torch.utils.cpp_extension")  # 2.13 logs it and 2.6 prints it: not in a notebook's output
     limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"  # in 2.6
     setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), recompiles))
     known = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
@@ -292,8 +294,7 @@ def unavailable():
 
 
 def reset():
-    """Forget the kernels and what they compiled, as if none had been used (for tests and benchmarks). The
-    background process stays, and so does torch.compile's cache: a kernel asked for again loads sooner."""
+    """Forget the kernels, as if none had been used (tests, benchmarks); the background process and the cache stay."""
     wait()
     for known in (_kernels, _shapes, _quick, *((_warmer.asked, _warmer.answers, _warmer.shapes) if _warmer else ())):
         known.clear()

@@ -1,5 +1,7 @@
 """helpers.linear's two paths: bf16 blocks upcast into one buffer, and the compiled one-row kernel."""
 
+import sys
+
 import pytest
 import torch
 
@@ -158,6 +160,33 @@ def test_a_cuda_build_of_torch_without_a_gpu_does_not_warn_in_the_notebooks(indu
 
     kernels.configure()
     logging.getLogger("torch.utils.cpp_extension").warning("No CUDA runtime is found, using CUDA_HOME='/usr/local'")
+    assert "CUDA" not in capfd.readouterr().err
+
+
+def test_torch_2_6s_printed_warning_does_not_reach_the_notebooks_either(inductor, capfd, monkeypatch):
+    """Torch 2.6 prints that warning to stderr, not by logging, as torch.utils.cpp_extension is imported: here an
+    import of a stand-in that prints it, in place of the module already imported."""
+    import importlib.abc
+    import importlib.util
+
+    import torch.utils.cpp_extension
+
+    class PrintsAtImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path, target=None):
+            return importlib.util.spec_from_loader(name, self) if name == "torch.utils.cpp_extension" else None
+
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            print("No CUDA runtime is found, using CUDA_HOME='/usr/local/cuda'", file=sys.stderr)
+
+    real = torch.utils.cpp_extension
+    monkeypatch.setattr(torch.utils, "cpp_extension", real)  # put back after the test
+    monkeypatch.delitem(sys.modules, "torch.utils.cpp_extension")
+    monkeypatch.setattr(sys, "meta_path", [PrintsAtImport(), *sys.meta_path])
+    kernels.configure()
+    assert sys.modules["torch.utils.cpp_extension"] is not real  # the stand-in was imported
     assert "CUDA" not in capfd.readouterr().err
 
 
